@@ -1,0 +1,244 @@
+"""One config system: dataclasses, YAML presets, dotted overrides.
+
+Every config in the project (model, data, training, evaluation, serving) is a dataclass built with
+`from_dict`, which rejects unknown keys with the full dotted path of the offender, so a typo in a
+YAML file fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A config file or override is malformed (unknown key, wrong type, missing file)."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# generic machinery
+
+
+def _resolve_type(tp: Any) -> Any:
+    """Strip Optional[...] / X | None down to X."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def from_dict(cls: type[T], data: dict | None, path: str = "") -> T:
+    """Build dataclass `cls` from a nested dict; unknown keys raise ConfigError naming the key."""
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        where = path or cls.__name__
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(repr(path + k) for k in unknown)} in {where}; "
+            f"known keys: {', '.join(sorted(known))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        tp = _resolve_type(hints[name])
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            value = from_dict(tp, value, f"{path}{name}.")
+        elif value is not None and tp in (int, float) and not isinstance(value, bool):
+            try:
+                value = tp(value)
+            except (TypeError, ValueError) as e:
+                raise ConfigError(f"config key {path + name!r}: expected {tp.__name__}, got {value!r}") from e
+        elif typing.get_origin(tp) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict:
+    """Dataclass -> plain nested dict (JSON/YAML serialisable)."""
+    out = dataclasses.asdict(cfg)
+    return json.loads(json.dumps(out))  # tuples -> lists, so YAML/JSON round trips are exact
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'--a.b.c=3' or 'a.b.c=3' -> ('a.b.c', 3); the value is parsed as YAML (numbers, bools, lists)."""
+    text = text.lstrip("-")
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    return key, yaml.safe_load(raw) if raw != "" else ""
+
+
+def apply_overrides(data: dict, overrides: list[str] | dict | None) -> dict:
+    """Set dotted keys in a nested dict (copying what it changes)."""
+    if not overrides:
+        return data
+    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
+    data = json.loads(json.dumps(data))
+    for key, value in items:
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {p!r} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    base = data.pop("base", None)  # `base: other.yaml` or `base: preset-name` inherits, then overrides
+    if base is not None:
+        base_path = (path.parent / base) if str(base).endswith((".yaml", ".yml")) else PRESET_DIR / f"{base}.yaml"
+        data = _deep_merge(load_yaml(base_path), data)
+    return data
+
+
+def _deep_merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(cls: type[T], source: str | Path | dict | None = None, overrides=None) -> T:
+    """Load `cls` from a YAML path, a preset name, or a dict, then apply dotted overrides."""
+    if source is None:
+        data = {}
+    elif isinstance(source, dict):
+        data = source
+    else:
+        p = Path(source)
+        if p.suffix in (".yaml", ".yml") or p.is_file():
+            data = load_yaml(p)
+        elif (PRESET_DIR / f"{source}.yaml").is_file():
+            data = load_yaml(PRESET_DIR / f"{source}.yaml")
+        else:
+            raise ConfigError(f"{source!r} is neither a config file nor a preset; presets: {', '.join(list_presets())}")
+    return from_dict(cls, apply_overrides(data, overrides))
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# model configs
+
+
+@dataclass
+class AudioConfig:
+    """Front end: how a file becomes windows of samples."""
+
+    sample_rate: int = 16000
+    window_seconds: float = 7.0  # AF1: 7 s windows
+    hop_seconds: float = 1.75  # AF1: 5.25 s overlap
+    max_windows: int = 16  # AF1: 16 windows = 33.25 s
+    peak_normalize: bool = False  # AF1 peak-normalises every clip (we never divide by zero)
+    int16_roundtrip: bool = False  # AF1 quantised to int16 and back
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_seconds * self.sample_rate))
+
+    @property
+    def hop_samples(self) -> int:
+        return int(round(self.hop_seconds * self.sample_rate))
+
+    @property
+    def max_seconds(self) -> float:
+        return self.window_seconds + (self.max_windows - 1) * self.hop_seconds
+
+
+@dataclass
+class MelConfig:
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 80
+    fmin: float = 0.0
+    fmax: float | None = None  # None = Nyquist
+    filterbank_rate: int | None = None  # AF1/ClapCap builds its filterbank for 32 kHz: set it here
+
+
+@dataclass
+class EncoderConfig:
+    """CLAP-style audio tower: log-mel -> conv stem -> Transformer -> `tokens_per_window` vectors."""
+
+    kind: str = "conv-transformer"  # or "htsat" (the ClapCap tower, AF1 compatibility)
+    width: int = 384
+    layers: int = 4
+    heads: int = 6
+    tokens_per_window: int = 1  # AF1 = 1 vector per window; AF2 used 64 per 10 s window
+    out_dim: int = 1024  # width of each window vector (AF1: 1024)
+    mel: MelConfig = field(default_factory=MelConfig)
+    htsat: dict = field(default_factory=dict)  # HTS-AT geometry when kind == "htsat"
+
+
+@dataclass
+class TransformConfig:
+    """Representation transformation layers: self-attention over the windows of an audio."""
+
+    layers: int = 3
+    heads: int = 8
+    ffn: int = 2048
+    max_positions: int = 128  # AF1: sinusoidal positions over 128 slots
+    dropout: float = 0.1
+    scale_input: bool = True  # AF1 multiplies the input by sqrt(width)
+
+
+@dataclass
+class XAttnConfig:
+    """Gated cross-attention dense blocks inserted before every `every`-th LM decoder layer."""
+
+    every: int = 1
+    heads: int = 8
+    head_dim: int = 64
+    ffn_mult: int = 4
+    bias: bool = False
+
+
+@dataclass
+class LMConfig:
+    """Any Hugging Face causal LM: a local directory (`path`) or a config built from scratch (`hf_config`)."""
+
+    path: str | None = None  # a local HF model directory (no hub access is ever attempted)
+    hf_config: dict = field(default_factory=dict)  # e.g. {"model_type": "gpt2", "n_embd": 64, ...}
+    tokenizer: str = "byte"  # "byte" (built in), or a local tokenizer directory
+    max_length: int = 512
+
+
+@dataclass
+class ModelConfig:
+    name: str = "custom"
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    transform: TransformConfig = field(default_factory=TransformConfig)
+    xattn: XAttnConfig = field(default_factory=XAttnConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
+
+
+def load_model_config(source: str | Path | dict, overrides=None) -> ModelConfig:
+    return load_config(ModelConfig, source, overrides)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install audioflamingo into ./.venv on a fresh Debian machine with Python 3.11.
+#   scripts/setup.sh          the library, CLI and server (what the main job needs)
+#   scripts/setup.sh --dev    + system packages for the corpus builder and browser tests, + test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+PY=${PYTHON:-python3}
+
+if [ "$dev" = 1 ]; then
+  # Debian packages: ffmpeg (g722/WavPack/mp3 decoding), espeak-ng + flite (speech synthesis),
+  # fluid-soundfont-gm (music synthesis), chromium (web page test), sox (checks).
+  pkgs="ffmpeg espeak-ng flite sox fluid-soundfont-gm chromium"
+  missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+  if [ -n "$missing" ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+  fi
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# torch==2.13.0 first: the CPU wheel (a bare `torch` would pull a multi-GB CUDA build).
+.venv/bin/python -m pip install -q "torch==2.13.0"
+if [ "$dev" = 1 ]; then
+  .venv/bin/python -m pip install -q -e ".[dev]"
+else
+  .venv/bin/python -m pip install -q -e ".[serve]"
+fi
+echo "audioflamingo installed in .venv ($(.venv/bin/python -c 'import audioflamingo; print(audioflamingo.__version__)'))"
