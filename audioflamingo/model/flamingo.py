@@ -130,15 +130,22 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         """(W_total, S) every real window of the batch, in ONE encoder call -> (W_total, N, E)."""
         return self.encoder(windows.to(self.device))
 
-    def encode_audio(self, audios: list[list[Clip]]) -> AudioTokens:
-        """B samples, each a list of A_b clips -> AudioTokens (B, L, E); only real windows are encoded."""
-        cfg = self.config.audio
-        per_audio = [make_windows(c, cfg) for sample in audios for c in sample]  # A_total x (W_i, S)
-        counts = [w.shape[0] for w in per_audio]
-        if not per_audio:
+    def encode_audio(self, audios: list[list[Clip]], window_features: list[torch.Tensor] | None = None) -> AudioTokens:
+        """B samples, each a list of A_b clips -> AudioTokens (B, L, E); only real windows are encoded.
+
+        window_features: optional encoder outputs, one (W_i, N, E) tensor per clip in flat order (sample by
+        sample); then the encoder is skipped (training with a frozen encoder caches these per clip).
+        """
+        if window_features is not None:
+            counts = [f.shape[0] for f in window_features]
+            feats = torch.cat(window_features).to(self.device) if window_features else None  # (W_total, N, E)
+        else:
+            per_audio = [make_windows(c, self.config.audio) for sample in audios for c in sample]  # A_total x (W_i, S)
+            counts = [w.shape[0] for w in per_audio]
+            feats = self.encode_windows(torch.cat(per_audio)) if per_audio else None  # (W_total, N, E)
+        if feats is None:
             E = self.config.encoder.out_dim
             return AudioTokens(torch.zeros(len(audios), 0, E, device=self.device), torch.zeros(len(audios), 0, dtype=torch.long, device=self.device))
-        feats = self.encode_windows(torch.cat(per_audio))  # (W_total, N, E)
         N, E = feats.shape[1], feats.shape[2]
         chunks = [c.reshape(-1, E) for c in feats.split(counts)]  # A_total x (W_i*N, E)
         Lmax = max(c.shape[0] for c in chunks)
