@@ -85,10 +85,15 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
         torch.manual_seed(cfg.seed + 1)
         clap_head = ClapHead(cfg.clap.text_dim, model.config.encoder.out_dim, cfg.clap.temperature)
         text_tower = TextTower(cfg.clap.text_tower)
+        text_tower([r["answer"] for r in rows + val_rows])  # once, in a fixed order: resumed runs see the same features
     groups = cfg.trainable or STAGE_TRAINABLE[stage]
     set_trainable(model, groups, clap_head)
     if cfg.activation_checkpointing:
-        model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}  # the LM's decoder layers recompute their activations in backward
+        if hasattr(model.lm, "activation_checkpointing_enable"):
+            model.lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.to(d.device)
     features = None
     if stage == "clap":
