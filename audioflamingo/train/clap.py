@@ -85,17 +85,59 @@ def contrastive_loss(a: torch.Tensor, t: torch.Tensor, text_ids: torch.Tensor, l
 
 
 class ClapStep(nn.Module):
-    """What DDP wraps in the CLAP stage. forward: windows (W_total, S), counts, text feats (n, 384),
-    text_ids (n,) -> mean loss over the micro-batch."""
+    """What DDP wraps in the CLAP stage -> mean loss over the micro-batch.
+
+    forward: windows (W_total, S) or, when only the encoder head trains, cached trunk `frames`
+    (W_total, F', E); counts = windows per clip; text feats (n, 384); text_ids (n,)."""
 
     def __init__(self, encoder: nn.Module, head: ClapHead):
         super().__init__()
         self.encoder, self.head = encoder, head
 
-    def forward(self, windows, counts, text_feats, text_ids):
-        a = audio_embeddings(self.encoder(windows), counts)  # (n, E)
+    def forward(self, counts, text_feats, text_ids, windows=None, frames=None):
+        out = self.encoder(windows) if frames is None else self.encoder.proj(self.encoder.pool(frames))  # (W_total, N, E)
+        a = audio_embeddings(out, counts)  # (n, E)
         t = self.head(text_feats.to(a.device))  # (n, E)
         return contrastive_loss(a, t, text_ids.to(a.device), self.head.logit_scale)
+
+
+class FrameCache:
+    """Trunk outputs (W, F', E) per clip, for CLAP runs that train only the encoder head (pool + proj):
+    the frozen trunk then runs once per clip instead of once per step. Stored as float16 in memory."""
+
+    def __init__(self, encoder, clips, audio_cfg):
+        self.encoder, self.clips, self.cfg = encoder, clips, audio_cfg
+        self.frames: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def fill(self, keys, progress: bool = False, batch_windows: int = 32) -> None:
+        from audioflamingo.audio import make_windows
+
+        todo = [k for k in dict.fromkeys(keys) if k not in self.frames]
+        bar = None
+        if progress and todo:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc="encoding audio (frozen trunk)", unit="clip")
+        dev = next(self.encoder.parameters()).device
+        i = 0
+        while i < len(todo):
+            batch, wins = [], []
+            while i < len(todo) and (not wins or sum(w.shape[0] for w in wins) < batch_windows):
+                batch.append(todo[i])
+                wins.append(make_windows(self.clips(todo[i]), self.cfg))  # (W_i, S)
+                i += 1
+            out = self.encoder.frames(torch.cat(wins).to(dev)).half().cpu()  # (W_total, F', E)
+            for k, f in zip(batch, out.split([w.shape[0] for w in wins])):
+                self.frames[k] = f.clone()
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+
+    def __call__(self, keys: list[str]) -> torch.Tensor:
+        self.fill(keys)
+        return torch.cat([self.frames[k] for k in keys]).float()  # (W_total, F', E)
 
 
 def recall_at(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 10)) -> dict[int, float]:

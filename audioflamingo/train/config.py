@@ -86,7 +86,9 @@ class TrainConfig:
     device: str | None = None  # None: cuda:LOCAL_RANK if available, else cpu
     precision: str = "auto"  # auto (bf16 autocast where supported: CUDA with bf16) | bf16 | fp32
     activation_checkpointing: bool = False
-    cache_encoder: bool = True  # frozen encoder: encode each clip once (memory + `out_dir/encoder_cache`)
+    cache_encoder: bool = True  # frozen encoder: encode each clip once (memory + `encoder_cache` file)
+    encoder_cache: str | None = None  # file of cached encoder outputs (default out_dir/encoder_cache/rank0.pt);
+    # stages sharing one frozen encoder can share it; entries are valid only for the same encoder fingerprint
     log_every: int = 10
     eval_every: int = 0  # optimizer steps between validations (0 = only at the end)
     save_every: int = 100  # optimizer steps between resumable checkpoints

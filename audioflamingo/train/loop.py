@@ -96,13 +96,20 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
             model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.to(d.device)
     features = None
+    frame_cache = None
     if stage == "clap":
+        from audioflamingo.train.clap import FrameCache
+
         clap_head.to(d.device)
         step_module = ClapStep(model.encoder, clap_head)
+        trunk = [p for n, p in model.encoder.named_parameters() if not n.startswith(("pool.", "proj."))]
+        if cfg.cache_encoder and not any(p.requires_grad for p in trunk):
+            frame_cache = FrameCache(model.encoder, clips, model.config.audio)
+            frame_cache.fill([r["audio"] for r in rows + val_rows], progress=cfg.progress and d.main)
     else:
         encoder_frozen = not any(p.requires_grad for p in model.encoder.parameters())
         if encoder_frozen and cfg.cache_encoder:
-            features = FeatureCache(model, clips, out / "encoder_cache" / f"rank{d.rank}.pt" if d.main else None)
+            features = FeatureCache(model, clips, _cache_path(cfg, out) if d.main else None)
         step_module = LMStep(model, clips, features)
     wrapped = dist_.wrap(step_module, d, cfg.distributed.strategy)
     params = [p for p in step_module.parameters() if p.requires_grad]
@@ -133,8 +140,8 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
         set_rng_state(state["rng"])
         step, losses = state["step"], state["losses"]
 
+    keys = [k for r in rows + val_rows for k in [r["audio"], *r.get("extra_audios", [])]]
     if features is not None:  # encode every clip once, up front (the encoder is frozen)
-        keys = [k for r in rows + val_rows for k in [r["audio"], *r.get("extra_audios", [])]]
         features.fill(keys, progress=cfg.progress and d.main)
 
     mon = Monitor(out, total_steps, step, d.main, cfg.progress, cfg.tensorboard)
@@ -159,7 +166,7 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
         for mb in micro:
             mb_rows = [(p, rows[order[p]]) for p in mb]
             if stage == "clap":
-                batches.append(clap_batch([r for _, r in mb_rows], clips, text_tower, model.config.audio, d.device))
+                batches.append(clap_batch([r for _, r in mb_rows], clips, text_tower, model.config.audio, d.device, frame_cache))
             else:
                 batches.append(lm_batch(mb_rows, builder, cfg.seed, epoch, d.device))
         local = sum(n for _, n in batches)
@@ -189,7 +196,7 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
             t_last, tok_count = now, 0
         last = step == total_steps
         if (cfg.eval_every and step % cfg.eval_every == 0) or last:
-            val = _validate(cfg, model, step_module, clap_head, text_tower, val_rows, val_builder, clips, d)
+            val = _validate(cfg, model, step_module, clap_head, text_tower, val_rows, val_builder, clips, d, frame_cache)
             if val:
                 mon.log(step, **val)
                 mon.write(f"step {step}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in val.items()))
@@ -202,17 +209,24 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
     if cfg.export and d.main:
         model_dir = export(model, out / "model", cfg.export_dtype, clap_head)
         mon.write(f"saved model to {model_dir}")
+        if frame_cache is not None and cfg.encoder_cache:  # the next stages' encoder outputs, from the cached trunk
+            _features_from_frames(model, frame_cache, clips, Path(cfg.encoder_cache), cfg.export_dtype)
+            mon.write(f"wrote encoder outputs of {len(frame_cache.frames)} clips to {cfg.encoder_cache}")
     dist_.barrier(d)
     mon.close()
     return {"losses": losses, "val": val, "model_dir": model_dir, "step": step}
 
 
-def _validate(cfg, model, step_module, clap_head, text_tower, val_rows, val_builder, clips, d) -> dict:
+def _cache_path(cfg, out: Path) -> Path:
+    return Path(cfg.encoder_cache) if cfg.encoder_cache else out / "encoder_cache" / "rank0.pt"
+
+
+def _validate(cfg, model, step_module, clap_head, text_tower, val_rows, val_builder, clips, d, frame_cache=None) -> dict:
     if not val_rows or not d.main:
         return {}
     with _autocast(cfg, d.device):
         if cfg.stage == "clap":
-            return clap_validate(model, clap_head, val_rows, clips, text_tower)
+            return clap_validate(model, clap_head, val_rows, clips, text_tower, frame_cache=frame_cache)
         return lm_validate(step_module, val_rows, val_builder, cfg.micro_batch_size, d.device)
 
 
@@ -240,3 +254,23 @@ def export(model, path: Path, dtype: str = "float32", clap_head=None) -> Path:
 
         save_file({k: v.detach().cpu().contiguous() for k, v in clap_head.state_dict().items()}, str(path / "clap_text_head.safetensors"))
     return path
+
+
+@torch.no_grad()
+def _features_from_frames(model, frame_cache, clips, path: Path, dtype: str) -> None:
+    """Encoder outputs (pool + proj over the cached trunk frames) for the exported encoder, as a FeatureCache file.
+    The fingerprint is that of the exported weights (cast to `dtype` and back, as load_model will see them)."""
+    enc = model.encoder
+    if dtype != "float32":
+        saved = {k: v.clone() for k, v in enc.state_dict().items()}
+        enc.load_state_dict({k: v.to(getattr(torch, dtype)).float() for k, v in saved.items()})
+    cache = FeatureCache(model, clips, None)
+    dev = next(enc.parameters()).device
+    for k, f in frame_cache.frames.items():
+        cache.feats[k] = enc.proj(enc.pool(f.float().to(dev))).float().cpu()  # (W, N, E)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"fingerprint": cache.fingerprint, "feats": cache.feats}, tmp)
+    tmp.replace(path)
+    if dtype != "float32":
+        enc.load_state_dict(saved)

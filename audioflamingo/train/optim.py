@@ -15,7 +15,8 @@ import torch.nn as nn
 from audioflamingo.config import ConfigError
 from audioflamingo.text import MediaIds
 
-GROUPS = ("encoder", "transform", "xattn", "embeddings", "embeddings:new", "lm", "clap_head")
+GROUPS = ("encoder", "encoder_head", "transform", "xattn", "embeddings", "embeddings:new", "lm", "clap_head")
+HEAD_PREFIXES = ("encoder.pool.", "encoder.proj.")  # "encoder_head": the pool and projection on top of the trunk
 
 
 def set_trainable(model, groups: list[str], clap_head: nn.Module | None = None) -> dict[str, list[str]]:
@@ -34,10 +35,13 @@ def set_trainable(model, groups: list[str], clap_head: nn.Module | None = None) 
                     p.requires_grad_(True)
                 chosen[g] = [f"clap_head.{n}" for n, _ in clap_head.named_parameters()]
             continue
-        key = "embeddings" if g.startswith("embeddings") else g
-        for _, p in parts[key]:
+        if g == "encoder_head":
+            named = [(n, p) for n, p in parts["encoder"] if n.startswith(HEAD_PREFIXES)]
+        else:
+            named = parts["embeddings" if g.startswith("embeddings") else g]
+        for _, p in named:
             p.requires_grad_(True)
-        chosen[g] = [n for n, _ in parts[key]]
+        chosen[g] = [n for n, _ in named]
     if "embeddings:new" in groups and "embeddings" not in groups:
         media = model.media
         rows = torch.zeros(parts["embeddings"][0][1].shape[0], dtype=torch.bool)

