@@ -158,3 +158,34 @@ def test_activation_checkpointing_gives_the_same_losses(corpus, tmp_path, monkey
     assert flags == [True, True] and not models[0].lm.transformer.h[0].decoder_layer.gradient_checkpointing
     assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
     assert a[-1] < a[0]
+
+
+def test_recall_at_k_hand_computed():
+    from audioflamingo.train.clap import recall_at, retrieval_metrics
+
+    sim = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.7, 0.6, 0.1]])
+    rel = torch.eye(3, dtype=torch.bool)
+    r = recall_at(sim, rel, ks=(1, 2))
+    assert r[1] == pytest.approx(1 / 3)  # only query 0 ranks its own item first
+    assert r[2] == pytest.approx(2 / 3)  # query 2 ranks its item third
+    # two clips share caption 0: either retrieves it at rank 1
+    a = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=-1)
+    t = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05], [0.0, 1.0]]), dim=-1)
+    m = retrieval_metrics(a, t, torch.tensor([0, 0, 1]))
+    assert m["a2t_R@1"] == 1.0 and m["t2a_R@1"] == 1.0
+
+
+def test_contrastive_loss_treats_shared_captions_as_positives():
+    from audioflamingo.train.clap import contrastive_loss
+
+    a = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), dim=-1)
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # clips 0 and 1 share one caption
+    scale = torch.tensor(1.0)
+    shared = contrastive_loss(a, t, torch.tensor([0, 0, 1]), scale)
+    distinct = contrastive_loss(a, t, torch.tensor([0, 1, 2]), scale)
+    assert shared < distinct  # clip 1 is not pushed away from its own caption
+    lg = scale.exp() * a @ t.T  # (3, 3)
+    pa, pt = lg.log_softmax(1), lg.T.log_softmax(1)
+    a2t = -(0.5 * (pa[0, 0] + pa[0, 1]) + 0.5 * (pa[1, 0] + pa[1, 1]) + pa[2, 2]) / 3
+    t2a = -(0.5 * (pt[0, 0] + pt[0, 1]) + 0.5 * (pt[1, 0] + pt[1, 1]) + pt[2, 2]) / 3
+    assert float(shared) == pytest.approx(float(0.5 * (a2t + t2a)), rel=1e-5)
