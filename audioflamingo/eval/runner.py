@@ -149,6 +149,8 @@ def run_task(task: TaskConfig, items: list[Item], pool: list[Item], predictor, k
         per_item = [float({normalize_label(x) for x in p} == {normalize_label(x) for x in g}) for p, g in zip(pred_sets, gold_sets)]
     else:
         score, per_item = get_metric(task.metric)(preds, refs)
+    for name in task.extra_metrics:
+        extra[name] = float(get_metric(name)(preds, refs)[0])
     results = []
     for i, it in enumerate(items):
         row = {"id": it.id, "audio": it.audio, "prompt": it.prompt, "raw": raw[i], "prediction": preds[i],
@@ -205,8 +207,8 @@ def evaluate(cfg: EvalConfig, predictor, model_path: str | None = None, progress
     tasks_out = []
     icl = getattr(predictor, "supports_icl", True)
     for task in cfg.tasks:
-        items = build_items(task, cfg.base_dir, cfg.limit)
-        pool = build_pool(task, cfg.base_dir)
+        items = build_items(task, cfg.data_root, cfg.limit)
+        pool = build_pool(task, cfg.data_root)
         if hasattr(predictor, "prepare_task"):
             predictor.prepare_task(task, pool)
         runs = []

@@ -1,9 +1,10 @@
 """Tasks as data: a task = manifest + prompt template + decoding preset + answer parser + metric.
 
 An evaluation config (`configs/eval/*.yaml`) is an `EvalConfig`; adding a benchmark is one more
-entry in its `tasks:` list (or one more small YAML file), never code in the runner. Paths in a
-config are relative to the config file's folder; audio paths in a manifest are relative to the
-manifest's folder (docs/manifest.md).
+entry in its `tasks:` list (or one more small YAML file), never code in the runner. A task's
+`manifest` is relative to the config's `data_root` (itself relative to the working directory);
+audio paths in a manifest are relative to the manifest's folder (docs/manifest.md).
+Overrides address a task by name: `tasks.esc50.shots=[0,4]`, or every task: `tasks.*.shots=[0,4]`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audioflamingo.config import ConfigError, from_dict, load_yaml
-from audioflamingo.eval.metrics import SCORE_METRICS, TEXT_METRICS
+from audioflamingo.eval.metrics import SCORE_METRICS, TEXT_METRICS, normalize_label
 from audioflamingo.eval.parsers import PARSERS
 
 MODES = ("generate", "loglik", "retrieval")
@@ -46,7 +47,12 @@ class TaskConfig:
     parser: str = "text"  # text | label | option | yes_no | number | labels
     metric: str = "cider_d"  # a text metric, or `map` (loglik scores), `multilabel_f1`, `retrieval`
     options: list[str] | str | None = None  # explicit list | "manifest" (row's options) | "labels" (all answers)
+    answer_field: str = "answer"  # the row field holding the reference; dotted for nested ("provenance.source")
     group_refs: bool = False  # rows with the same audio and prompt become one item with several refs
+    answers_in: list[str] | None = None  # keep items whose every reference is one of these (e.g. [yes, no])
+    answers_not_in: list[str] | None = None  # keep items with no reference among these
+    unanimous: bool = False  # keep items whose references all agree (after label normalisation)
+    extra_metrics: list[str] = field(default_factory=list)  # more text metrics on the same predictions
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     shots: list[int] = field(default_factory=lambda: [0])  # k values for k-shot ICL
     shot_selection: str = "random"  # random | retrieved (nearest by the model's audio embedding)
@@ -58,12 +64,12 @@ class TaskConfig:
 class EvalConfig:
     name: str = "eval"
     model: str | None = None  # model path or preset; `--model` overrides
+    data_root: str = "data/manifests"  # where task manifests live (relative to the working directory)
     output_dir: str = "runs/eval"
     batch_size: int = 8
     seeds: list[int] = field(default_factory=lambda: [0])  # k-shot runs repeat per seed; 0-shot runs once
     limit: int | None = None  # evaluate at most this many items per task (quick checks)
     tasks: list[TaskConfig] = field(default_factory=list)
-    base_dir: str = ""  # folder paths are relative to (set by load_eval_config)
 
 
 def _validate(task: TaskConfig, where: str) -> None:
@@ -76,6 +82,9 @@ def _validate(task: TaskConfig, where: str) -> None:
     known = set(TEXT_METRICS) | set(SCORE_METRICS) | {"multilabel_f1"}
     if task.metric not in known:
         raise ConfigError(f"{where}: metric {task.metric!r} must be one of {', '.join(sorted(known))}")
+    bad = [m for m in task.extra_metrics if m not in TEXT_METRICS]
+    if bad:
+        raise ConfigError(f"{where}: extra_metrics {bad} must be text metrics: {', '.join(TEXT_METRICS)}")
     if task.metric == "map" and task.mode != "loglik":
         raise ConfigError(f"{where}: metric `map` needs per-label scores: set mode: loglik")
     if task.mode == "loglik" and task.options is None:
@@ -90,27 +99,45 @@ def _validate(task: TaskConfig, where: str) -> None:
         raise ConfigError(f"{where}: shots must be >= 0")
 
 
+def _apply_task_overrides(tasks: list, overrides: list[str] | None) -> tuple[list, list[str]]:
+    """Split off `tasks.<name|index|*>.key=value` overrides and apply them to the task dicts."""
+    from audioflamingo.config import apply_overrides, parse_override
+
+    rest = []
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if not key.startswith("tasks."):
+            rest.append(text)
+            continue
+        _, sel, *sub = key.split(".")
+        if not sub:
+            raise ConfigError(f"override {text!r}: use tasks.<name>.<key>=value")
+        hits = [i for i, t in enumerate(tasks) if sel in ("*", t.get("name"), str(i))]
+        if not hits:
+            raise ConfigError(f"override {text!r}: no task named {sel!r}; tasks: {[t.get('name') for t in tasks]}")
+        for i in hits:
+            tasks[i] = apply_overrides(tasks[i], {".".join(sub): value})
+    return tasks, rest
+
+
 def load_eval_config(source: str | Path | dict, overrides=None) -> EvalConfig:
-    """Load and check an eval config (YAML path or dict); task paths become relative to its folder."""
+    """Load and check an eval config (YAML path or dict) with dotted overrides."""
     from audioflamingo.config import apply_overrides
 
-    if isinstance(source, dict):
-        data, base = dict(source), Path(source.get("base_dir") or ".")
-    else:
-        data, base = load_yaml(source), Path(source).resolve().parent
-    data = apply_overrides(data, overrides)
-    tasks = data.pop("tasks", []) or []
-    cfg = from_dict(EvalConfig, data)
-    cfg.base_dir = str(base)
+    data = dict(source) if isinstance(source, dict) else load_yaml(source)
+    where = "config" if isinstance(source, dict) else str(source)
+    tasks = [dict(t) if isinstance(t, dict) else t for t in (data.pop("tasks", None) or [])]
+    if not all(isinstance(t, dict) for t in tasks):
+        raise ConfigError(f"{where}: every entry of `tasks` must be a mapping")
+    tasks, rest = _apply_task_overrides(tasks, list(overrides or []))
+    cfg = from_dict(EvalConfig, apply_overrides(data, rest))
     for i, t in enumerate(tasks):
-        if not isinstance(t, dict):
-            raise ConfigError(f"tasks[{i}] must be a mapping")
         task = from_dict(TaskConfig, t, path=f"tasks[{i}].")
-        _validate(task, f"{source if not isinstance(source, dict) else 'config'}: tasks[{i}] ({task.name or '?'})")
+        _validate(task, f"{where}: tasks[{i}] ({task.name or '?'})")
         cfg.tasks.append(task)
     names = [t.name for t in cfg.tasks]
     if len(set(names)) != len(names):
-        raise ConfigError(f"task names must be unique, got {names}")
+        raise ConfigError(f"{where}: task names must be unique, got {names}")
     return cfg
 
 
@@ -179,6 +206,15 @@ def render_prompt(template: str, row: dict, options: list[str] | None) -> str:
     return string.Formatter().vformat(template, (), fields)
 
 
+def _field(row: dict, dotted: str):
+    value = row
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(f"manifest row {row.get('id')} has no field {dotted!r}")
+        value = value[part]
+    return value
+
+
 def _row_labels(row: dict) -> list[str]:
     if isinstance(row.get("labels"), list):
         return [str(x) for x in row["labels"]]
@@ -192,16 +228,27 @@ def task_options(task: TaskConfig, rows: list[dict]) -> list[str] | None:
     if task.options == "labels":
         found = set()
         for r in rows:
-            found.update(_row_labels(r) if task.metric in ("map", "multilabel_f1") else [str(r["answer"])])
+            found.update(_row_labels(r) if task.metric in ("map", "multilabel_f1") else [str(_field(r, task.answer_field))])
         return sorted(found)
     if task.options not in (None, "manifest"):
         raise ConfigError(f"task {task.name}: options must be a list, 'manifest' or 'labels', got {task.options!r}")
     return None
 
 
-def build_items(task: TaskConfig, base_dir: str | Path, limit: int | None = None) -> list[Item]:
+def _keep_group(task: TaskConfig, refs: list[str]) -> bool:
+    normed = {normalize_label(r) for r in refs}
+    if task.unanimous and len(normed) > 1:
+        return False
+    if task.answers_in is not None and not normed <= {normalize_label(a) for a in task.answers_in}:
+        return False
+    if task.answers_not_in is not None and normed & {normalize_label(a) for a in task.answers_not_in}:
+        return False
+    return True
+
+
+def build_items(task: TaskConfig, data_root: str | Path, limit: int | None = None) -> list[Item]:
     """Manifest rows -> Items (filtered, grouped, prompts rendered), in manifest order."""
-    path = Path(base_dir) / task.manifest
+    path = Path(data_root) / task.manifest
     rows = [r for r in read_manifest(path) if _keep(r, task.split, task.dataset, task.task)]
     if not rows:
         raise ConfigError(f"task {task.name}: no rows in {path} with split={task.split} dataset={task.dataset} task={task.task}")
@@ -213,21 +260,26 @@ def build_items(task: TaskConfig, base_dir: str | Path, limit: int | None = None
     items = []
     for group in groups.values():
         first = group[0]
+        refs = [str(_field(r, task.answer_field)) for r in group]
+        if not _keep_group(task, refs):
+            continue
         options = shared if shared is not None else first.get("options")
         if task.options == "manifest" and not options:
             raise ConfigError(f"task {task.name}: row {first['id']} of {path} has no `options`")
         items.append(
             Item(
                 id=first["id"], audio=first["audio"], prompt=render_prompt(task.prompt, first, options),
-                refs=[str(r["answer"]) for r in group], labels=_row_labels(first), options=options, row=first,
+                refs=refs, labels=_row_labels(first), options=options, row=first,
             )
         )
+    if not items:
+        raise ConfigError(f"task {task.name}: every item of {path} was filtered out (answers_in/answers_not_in/unanimous)")
     return items[:limit] if limit else items
 
 
-def build_pool(task: TaskConfig, base_dir: str | Path) -> list[Item]:
-    """In-context example pool (one Item per row, answer = its first ref)."""
+def build_pool(task: TaskConfig, data_root: str | Path) -> list[Item]:
+    """In-context example pool (one Item per row, answer = its first ref); filters as the task's."""
     if not task.shot_manifest:
         return []
     pool_task = TaskConfig(**{**task.__dict__, "manifest": task.shot_manifest, "split": task.shot_split, "group_refs": False})
-    return build_items(pool_task, base_dir)
+    return build_items(pool_task, data_root)
