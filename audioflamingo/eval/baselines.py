@@ -16,7 +16,7 @@ from collections import Counter
 import numpy as np
 
 from audioflamingo.eval.metrics import normalize_label
-from audioflamingo.eval.runner import _as_array
+from audioflamingo.eval.runner import unit_rows
 
 
 class MajorityClass:
@@ -57,7 +57,7 @@ class NearestCaptionCopy:
 
     def _embed(self, audios):
         return np.concatenate(
-            [_as_array(self.embedder.embed_audio(audios[i : i + self.batch_size])) for i in range(0, len(audios), self.batch_size)]
+            [unit_rows(self.embedder.embed_audio(audios[i : i + self.batch_size])) for i in range(0, len(audios), self.batch_size)]
         )
 
     def prepare_task(self, task, pool) -> None:
@@ -95,12 +95,12 @@ class ClapZeroShot:
     def _text(self, labels: list[str]) -> np.ndarray:
         todo = [lab for lab in dict.fromkeys(labels) if lab not in self._cache]
         if todo:
-            emb = _as_array(self.embedder.embed_text([self.template.format(label=lab.replace("_", " ")) for lab in todo]))
+            emb = unit_rows(self.embedder.embed_text([self.template.format(label=lab.replace("_", " ")) for lab in todo]))
             self._cache.update(zip(todo, emb))
         return np.stack([self._cache[lab] for lab in labels])
 
     def score_options(self, audios, prompts, options, **_) -> list[list[float]]:
-        audio = _as_array(self.embedder.embed_audio(list(audios)))  # (B, d)
+        audio = unit_rows(self.embedder.embed_audio(list(audios)))  # (B, d)
         return [(self._text(list(opts)) @ a).tolist() for a, opts in zip(audio, options)]
 
 

@@ -36,7 +36,8 @@ def _rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
 
 
-def _as_array(x) -> np.ndarray:
+def unit_rows(x) -> np.ndarray:
+    """Embeddings (tensor or array, (n, d)) -> float64 numpy rows of unit length."""
     if hasattr(x, "detach"):  # torch tensor
         x = x.detach().float().cpu().numpy()
     x = np.asarray(x, dtype=np.float64)
@@ -47,7 +48,7 @@ def _as_array(x) -> np.ndarray:
 def _embed_audio(predictor, audios: list[str], batch_size: int) -> np.ndarray:
     if not hasattr(predictor, "embed_audio"):
         raise TypeError(f"{type(predictor).__name__} has no embed_audio(): needed for retrieved shots and retrieval tasks")
-    chunks = [_as_array(predictor.embed_audio(audios[i : i + batch_size])) for i in range(0, len(audios), batch_size)]
+    chunks = [unit_rows(predictor.embed_audio(audios[i : i + batch_size])) for i in range(0, len(audios), batch_size)]
     return np.concatenate(chunks) if chunks else np.zeros((0, 1))
 
 
@@ -138,6 +139,8 @@ def run_task(task: TaskConfig, items: list[Item], pool: list[Item], predictor, k
     refs = [[parser.fn(r, it.options).answer for r in it.refs] if parser.canonical else it.refs for it in items]
     extra: dict = {"format_failures": sum(not p.matched for p in parsed)}
     if task.metric == "map":
+        if any(it.options != items[0].options for it in items):
+            raise ValueError(f"task {task.name}: metric map needs one option list shared by every item")
         labels = [normalize_label(o) for o in items[0].options]
         targets = np.array([[lab in {normalize_label(x) for x in it.labels} for lab in labels] for it in items], dtype=int)
         score, per_item = mean_average_precision(np.array(scores), targets), [None] * len(items)
@@ -170,7 +173,7 @@ def _run_retrieval(task: TaskConfig, items: list[Item], predictor, batch_size: i
     owner = [i for i, it in enumerate(items) for _ in it.refs]
     if not hasattr(predictor, "embed_text"):
         raise TypeError(f"{type(predictor).__name__} has no embed_text(): needed for retrieval tasks")
-    text = np.concatenate([_as_array(predictor.embed_text(texts[sl])) for sl in _batches(len(texts), batch_size)])
+    text = np.concatenate([unit_rows(predictor.embed_text(texts[sl])) for sl in _batches(len(texts), batch_size)])
     m = retrieval_metrics(audio @ text.T, owner)
     score = (m["a2t_mAP@10"] + m["t2a_mAP@10"]) / 2
     return {"shots": 0, "seed": None, "score": score, "extra": m,
