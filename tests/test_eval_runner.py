@@ -172,3 +172,29 @@ def test_eval_command_with_majority_baseline(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| esc50 | accuracy | 0 | 0.2500 |" in out and "| esc50_loglik | accuracy | 0 | 0.2500 |" in out
     assert (tmp_path / "results.json").is_file() and (tmp_path / "shots_vs_score.png").is_file()
+
+
+def test_eval_command_loads_the_model_given_by_path(tmp_path, monkeypatch, capsys):
+    import audioflamingo
+
+    loaded = []
+
+    class FakeModel(ShotCopier):
+        def fingerprint(self):
+            return "fake-weights-123"
+
+    def fake_load(path=None, **kw):
+        loaded.append(path)
+        return FakeModel()
+
+    monkeypatch.setattr(audioflamingo, "load_model", fake_load)
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["audioflamingo.eval.cli"])
+    cfg = Path(__file__).resolve().parents[1] / "configs" / "eval" / "esc50.yaml"
+    rc = cli.main(["eval", "-c", str(cfg), "--model", "some/ckpt", "--out", str(tmp_path), "--quiet", "--limit", "2",
+                   f"data_root={FIXTURES}", "seeds=[0]"])
+    assert rc == 0 and loaded == ["some/ckpt"]
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["model"] == {"path": "some/ckpt", "fingerprint": "fake-weights-123"}
+    assert [t["n_items"] for t in res["tasks"]] == [2, 2]
+    # the model always says "dog" 0-shot; loglik ranks the gold label first: 1/2 and 2/2 on the first two items
+    assert [t["summary"][0]["mean"] for t in res["tasks"]] == [0.5, 1.0]

@@ -71,7 +71,7 @@ def select_shots(task: TaskConfig, items: list[Item], pool: list[Item], k: int, 
     out = []
     for it, e in zip(items, item_emb):
         chosen, seen = [], {it.audio}
-        for j in np.argsort(-(pool_emb @ e), kind="stable"):
+        for j in np.argsort(-(pool_emb @ e), kind="stable"):  # pool by cosine to the item, (P,)
             if pool[j].audio not in seen:
                 seen.add(pool[j].audio)
                 chosen.append(pool[j])
@@ -99,6 +99,8 @@ def _batches(n: int, size: int):
 
 def _softmax(x: list[float]) -> list[float]:
     m = max(x)
+    if m == -math.inf:  # every option impossible: no preference
+        return [1.0 / len(x)] * len(x)
     e = [math.exp(v - m) for v in x]
     return [v / sum(e) for v in e]
 
@@ -173,8 +175,8 @@ def _run_retrieval(task: TaskConfig, items: list[Item], predictor, batch_size: i
     owner = [i for i, it in enumerate(items) for _ in it.refs]
     if not hasattr(predictor, "embed_text"):
         raise TypeError(f"{type(predictor).__name__} has no embed_text(): needed for retrieval tasks")
-    text = np.concatenate([unit_rows(predictor.embed_text(texts[sl])) for sl in _batches(len(texts), batch_size)])
-    m = retrieval_metrics(audio @ text.T, owner)
+    text = np.concatenate([unit_rows(predictor.embed_text(texts[sl])) for sl in _batches(len(texts), batch_size)])  # (n_text, d)
+    m = retrieval_metrics(audio @ text.T, owner)  # similarities (n_audio, n_text)
     score = (m["a2t_mAP@10"] + m["t2a_mAP@10"]) / 2
     return {"shots": 0, "seed": None, "score": score, "extra": m,
             "items": [{"id": it.id, "audio": it.audio, "refs": it.refs} for it in items]}
