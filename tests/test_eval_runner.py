@@ -198,3 +198,14 @@ def test_eval_command_loads_the_model_given_by_path(tmp_path, monkeypatch, capsy
     assert [t["n_items"] for t in res["tasks"]] == [2, 2]
     # the model always says "dog" 0-shot; loglik ranks the gold label first: 1/2 and 2/2 on the first two items
     assert [t["summary"][0]["mean"] for t in res["tasks"]] == [0.5, 1.0]
+
+
+def test_manifest_errors_name_file_and_line(tmp_path):
+    bad = tmp_path / "m.jsonl"
+    bad.write_text('{"id": "a", "audio": "a.wav", "prompt": "p", "answer": "x", "split": "test"}\n{"id": "b", "audio": "b.wav"}\n')
+    cfg = load_eval_config({"data_root": str(tmp_path), "tasks": [{"name": "t", "manifest": "m.jsonl", "metric": "accuracy"}]})
+    with pytest.raises(ConfigError, match=r"m\.jsonl:2: manifest row lacks prompt, answer"):
+        build_items(cfg.tasks[0], cfg.data_root)
+    bad.write_text("[1]\n")
+    with pytest.raises(ConfigError, match=r"m\.jsonl:1: a manifest row must be a JSON object"):
+        build_items(cfg.tasks[0], cfg.data_root)

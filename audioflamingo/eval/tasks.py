@@ -174,9 +174,11 @@ def read_manifest(path: str | Path) -> list[dict]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{path}:{n}: a manifest row must be a JSON object")
         missing = [k for k in REQUIRED if k not in row]
-        if not isinstance(row, dict) or missing:
-            raise ConfigError(f"{path}:{n}: manifest row lacks {', '.join(missing) or 'an object'}")
+        if missing:
+            raise ConfigError(f"{path}:{n}: manifest row lacks {', '.join(missing)}")
         row = dict(row)
         row["id"] = str(row["id"])
         row["audio"] = str((path.parent / row["audio"]).resolve()) if not Path(row["audio"]).is_absolute() else row["audio"]
