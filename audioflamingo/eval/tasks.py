@@ -16,22 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audioflamingo.config import ConfigError, from_dict, load_yaml
+from audioflamingo.model.generate import GenerationConfig
 from audioflamingo.eval.metrics import SCORE_METRICS, TEXT_METRICS, normalize_label
 from audioflamingo.eval.parsers import PARSERS
 
 MODES = ("generate", "loglik", "retrieval")
 
 
-@dataclass
-class GenerationConfig:
-    """Decoding preset. AF1 benchmarks: beam search with 3 beams, at most 128 new tokens."""
-
-    num_beams: int = 3
-    max_new_tokens: int = 128
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
+def _benchmark_decoding() -> GenerationConfig:
+    """AF1 benchmarks: beam search with 3 beams, at most 128 new tokens (the model's one decoding config)."""
+    return GenerationConfig.preset("beam")
 
 
 @dataclass
@@ -53,7 +47,7 @@ class TaskConfig:
     answers_not_in: list[str] | None = None  # keep items with no reference among these
     unanimous: bool = False  # keep items whose references all agree (after label normalisation)
     extra_metrics: list[str] = field(default_factory=list)  # more text metrics on the same predictions
-    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    generation: GenerationConfig = field(default_factory=_benchmark_decoding)
     shots: list[int] = field(default_factory=lambda: [0])  # k values for k-shot ICL
     shot_selection: str = "random"  # random | retrieved (nearest by the model's audio embedding)
     shot_manifest: str | None = None  # pool of in-context examples (train split)
