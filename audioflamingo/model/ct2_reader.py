@@ -143,6 +143,8 @@ class Ct2Model:
         """The variable as float32, dequantised with its `<name>_scale` when stored as int8/int16."""
         arr = self.raw(name)
         dtype = self.variables[self.aliases.get(name, name)].dtype
+        if name + "_zero" in self:
+            raise Ct2FormatError(f"{self.paths[0]}: {name!r} is AWQ-quantised (has a zero point); not supported")
         if dtype in ("int8", "int16"):
             scale_name = name + "_scale"
             if scale_name not in self:
