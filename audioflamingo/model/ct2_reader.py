@@ -52,7 +52,9 @@ class _JoinedFiles:
 
     def read(self, offset: int, n: int) -> bytes:
         if offset < 0 or offset + n > self.size:
-            raise Ct2FormatError(f"{self.paths[0]}: truncated (wanted bytes {offset}..{offset + n} of {self.size}); are all parts present?")
+            raise Ct2FormatError(
+                f"{self.paths[0]}: truncated (wanted bytes {offset}..{offset + n} of {self.size}); are all parts present?"
+            )
         chunks = []
         for path, start, size in zip(self.paths, self.starts, self.sizes):
             lo, hi = max(offset, start), min(offset + n, start + size)
@@ -132,12 +134,12 @@ class Ct2Model:
             raise KeyError(f"{self.paths[0]}: no variable {name!r}")
         buf = self._data.read(var.offset, var.n_bytes)
         if var.dtype == "bfloat16":  # the high half of a float32
-            arr = (np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+            arr = (np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16).view(np.float32)  # (numel,)
         else:
             arr = np.frombuffer(buf, dtype=np.dtype(var.dtype).newbyteorder("<"))
         if arr.size != int(np.prod(var.shape)):
             raise Ct2FormatError(f"{self.paths[0]}: {name!r} has {arr.size} values for shape {var.shape}")
-        return arr.reshape(var.shape)
+        return arr.reshape(var.shape)  # stored shape, e.g. (E, M, 3) for a conv
 
     def get(self, name: str) -> np.ndarray:
         """The variable as float32, dequantised with its `<name>_scale` when stored as int8/int16."""
@@ -151,6 +153,6 @@ class Ct2Model:
                 raise Ct2FormatError(f"{self.paths[0]}: {name!r} is {dtype} but has no {scale_name!r}")
             scale = self.raw(scale_name).astype(np.float32)
             if dtype == "int8" and scale.ndim == 1:  # one scale per output row
-                scale = scale.reshape((-1,) + (1,) * (arr.ndim - 1))
+                scale = scale.reshape((-1,) + (1,) * (arr.ndim - 1))  # (rows, 1[, 1])
             return arr.astype(np.float32) / scale
         return arr.astype(np.float32)

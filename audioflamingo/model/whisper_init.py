@@ -212,7 +212,8 @@ def _check_compatible(encoder: AudioEncoder, geo: WhisperGeometry, where: str) -
 def init_encoder_from_whisper(encoder: AudioEncoder, source: str | Path = "tiny.en") -> WhisperInitReport:
     """Copy Whisper's encoder weights (convs, blocks, ln_post) into `encoder` in place; pool and proj stay as they are."""
     if not isinstance(encoder, AudioEncoder):
-        raise TypeError(f"init_encoder_from_whisper needs an AudioEncoder (encoder.kind 'conv-transformer'), got {type(encoder).__name__}")
+        raise TypeError("init_encoder_from_whisper needs an AudioEncoder (encoder.kind 'conv-transformer'), "
+                        f"got {type(encoder).__name__}")
     model = read_whisper(source)
     geo = whisper_geometry(model)
     where = f"{source} ({model.paths[0]})"
