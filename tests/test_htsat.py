@@ -222,3 +222,16 @@ def test_wrong_stft_kernels_and_foreign_files_are_refused():
         load_clapcap_weights(tiny(), state)
     with pytest.raises(CheckpointError, match="no HTS-AT audio tower"):
         load_clapcap_weights(tiny(), {"gpt.wte.weight": torch.zeros(1)})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp32_and_bf16_match_cpu():
+    m = build_htsat_encoder().eval()
+    x = torch.randn(2, 308700)
+    with torch.no_grad():
+        ref = m(x)
+        m = m.cuda()
+        torch.testing.assert_close(m(x.cuda()).cpu(), ref, atol=1e-3, rtol=1e-3)
+        low = m.to(torch.bfloat16)(x.cuda()).float().cpu()
+    assert torch.nn.functional.cosine_similarity(low, ref, dim=-1).min() > 0.999
