@@ -168,6 +168,7 @@ def test_bfloat16_weights_still_work():
         ref = m(x)
         low = m.to(torch.bfloat16)(x)
     assert low.dtype == torch.bfloat16
+    assert m.mel.filterbank.dtype == torch.float32 and m.state_dict()["mel.filterbank"].dtype == torch.float32
     assert torch.nn.functional.cosine_similarity(low.float(), ref, dim=-1).min() > 0.98
 
 

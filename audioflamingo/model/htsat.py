@@ -19,7 +19,6 @@ training code are not implemented. The audio front end runs in float32 whatever 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -127,11 +126,19 @@ class LogMel(nn.Module):
         self.register_buffer("filterbank", fb)  # (K, M)
         self.register_buffer("window", torch.hann_window(cfg.n_fft, periodic=True), persistent=False)  # (n_fft,)
 
+    def _apply(self, fn, recurse=True):
+        """Follow device moves but stay float32 under model.half() / .to(bfloat16): the front end is exact."""
+        kept = {name: self._buffers[name] for name in ("filterbank", "window")}
+        super()._apply(fn, recurse)
+        for name, value in kept.items():
+            self._buffers[name] = value.to(device=self._buffers[name].device, dtype=torch.float32)
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(x.float(), self.n_fft, self.hop, window=self.window.float(), center=True,
+        spec = torch.stft(x.float(), self.n_fft, self.hop, window=self.window, center=True,
                           pad_mode="reflect", return_complex=True)  # (B, K, F)
         power = spec.real**2 + spec.imag**2  # (B, K, F)
-        mel = power.transpose(1, 2) @ self.filterbank.float()  # (B, F, M)
+        mel = power.transpose(1, 2) @ self.filterbank  # (B, F, M)
         return 10.0 * torch.log10(mel.clamp(min=1e-10))  # (B, F, M)
 
 
@@ -190,11 +197,11 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(x).view(BW, N, 3, H, C // H).permute(2, 0, 3, 1, 4)  # (3, B·nW, H, N, C/H)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B·nW, H, N, C/H) each
         bias = self.relative_position_bias_table[self.rel_index].permute(2, 0, 1)  # (H, N, N)
-        if mask is not None:
+        if mask is not None:  # windows of one sample are consecutive: fold them into the head axis
             nW = mask.shape[0]
-            bias = bias[None] + mask[:, None].to(bias.dtype)  # (nW, H, N, N)
-            q, k, v = (t.view(BW // nW, nW, H, N, C // H) for t in (q, k, v))  # (B, nW, H, N, C/H)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # (..., H, N, C/H)
+            bias = (bias[None] + mask[:, None].to(bias.dtype)).reshape(1, nW * H, N, N)  # (1, nW·H, N, N)
+            q, k, v = (t.reshape(BW // nW, nW * H, N, C // H) for t in (q, k, v))  # (B, nW·H, N, C/H)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # (B·nW, H, N, C/H) or (B, nW·H, N, C/H)
         out = out.reshape(BW, H, N, C // H).transpose(1, 2).reshape(BW, N, C)  # (B·nW, N, C)
         return self.proj(out)  # (B·nW, N, C)
 
@@ -345,7 +352,7 @@ class HTSATEncoder(nn.Module):
         T, r = cfg.max_frames, cfg.freq_ratio
         if n_frames < T:  # AF1: 965 -> 1024 frames
             mel = F.interpolate(mel, size=(T, M), mode="bicubic", align_corners=True)  # (B, 1, T, M)
-        img = mel.view(B, r, T // r, M).permute(0, 1, 3, 2)  # (B, r, M, T/r) time chunk k, mel m, frame t
+        img = mel.reshape(B, r, T // r, M).permute(0, 1, 3, 2)  # (B, r, M, T/r) time chunk k, mel m, frame t
         return img.reshape(B, 1, r * M, T // r)  # (B, 1, P, P) row = k·M + m
 
     def latent(self, x: torch.Tensor) -> torch.Tensor:
@@ -404,7 +411,3 @@ def htsat_config(cfg=None) -> HTSATConfig:
 def build_htsat_encoder(cfg=None) -> HTSATEncoder:
     """The ClapCap HTS-AT tower; `cfg` as for `htsat_config` (None = the AF1 reference geometry)."""
     return HTSATEncoder(htsat_config(cfg))
-
-
-def htsat_config_dict(cfg: HTSATConfig) -> dict:
-    return dataclasses.asdict(cfg)
