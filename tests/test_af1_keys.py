@@ -10,6 +10,7 @@ from audioflamingo.compat.af1_keys import (
     AF1Geometry,
     classify_key,
     official_shapes,
+    random_official_state,
     split_official_state_dict,
 )
 
@@ -42,16 +43,9 @@ def test_release_sizes_match_hand_computed_figures():
 
 
 def tiny_official_state(prefix_some_with_module=True):
-    torch.manual_seed(0)
-    state, shared = {}, {}
-    for key, shape in official_shapes(TINY).items():
-        part, i, name = classify_key(key)
-        ident = (part, i, name)
-        if ident not in shared:  # aliases share one tensor, as module.state_dict() gives them
-            shared[ident] = torch.randn(shape)
-        out_key = ("module." + key) if prefix_some_with_module and "old_decoder" in key else key
-        state[out_key] = shared[ident]
-    return state
+    state = random_official_state(TINY)
+    assert state["lang_encoder.old_decoder_blocks.1.fc1.weight"] is state["lang_encoder.model.decoder.layers.1.decoder_layer.fc1.weight"]
+    return {("module." + k if prefix_some_with_module and "old_decoder" in k else k): v for k, v in state.items()}
 
 
 def test_tiny_official_layout_splits_into_canonical_parts():

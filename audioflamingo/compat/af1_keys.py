@@ -213,3 +213,19 @@ def split_official_state_dict(state: dict, check_aliases: str = "shape") -> AF1P
     if parts.other:
         parts.notes.append(f"{len(parts.other)} unrecognised keys: {', '.join(sorted(parts.other)[:10])}")
     return parts
+
+
+def random_official_state(g: AF1Geometry, aliases: bool = True, seed: int = 0) -> dict:
+    """A `model_state_dict` in the official layout with random values (for loader tests at tiny width).
+
+    Aliased names share one tensor, as `Module.state_dict()` returns them; gates are non-zero so that a
+    test can see whether the blocks are wired in.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    state, shared = {}, {}
+    for key, shape in official_shapes(g, aliases).items():
+        ident = classify_key(key)
+        if ident not in shared:
+            shared[ident] = 0.1 * torch.randn(shape, generator=gen)
+        state[key] = shared[ident]
+    return state
