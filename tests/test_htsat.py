@@ -89,6 +89,19 @@ def test_window_alone_equals_window_in_batch():
         torch.testing.assert_close(m(x)[2:3], m(x[2:3]), atol=1e-5, rtol=1e-5)
 
 
+def test_training_mode_gives_the_same_features():
+    m = tiny()
+    with torch.no_grad():
+        m.bn0.running_mean.fill_(3.0)
+    x = torch.randn(2, 4000)
+    with torch.no_grad():
+        ref = m.eval()(x)
+        out = torch.nn.Sequential(m).train()(x)  # a parent switching to training mode
+    assert m.training and not m.bn0.training
+    torch.testing.assert_close(out, ref)
+    assert m.bn0.running_mean.eq(3.0).all()
+
+
 def test_too_long_window_is_refused_with_the_limit():
     m = tiny()
     with pytest.raises(ValueError, match="at most 4032 samples"):

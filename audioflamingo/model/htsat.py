@@ -13,7 +13,7 @@ therefore sit at 44.1/32 of their nominal frequencies. We reproduce that: `filte
 separate from the audio rate. Parameter names follow the reference checkpoint after removing the prefix
 `clap.base.htsat.` (see audioflamingo.compat.clapcap, which maps `clapcap_weights_2023.pth`).
 
-The tower is meant to run frozen (as in AF1): SpecAugment, dropout and drop-path of the reference
+The tower is meant to run frozen (as in AF1; bn0 never leaves eval mode): SpecAugment, dropout and drop-path of the reference
 training code are not implemented. The audio front end runs in float32 whatever the weights' dtype.
 """
 
@@ -335,6 +335,13 @@ class HTSATEncoder(nn.Module):
         self.projection = Projection(cfg.latent_dim, cfg.out_dim) if cfg.out_dim else None
         self.out_dim = cfg.out_dim or cfg.latent_dim
         self.apply(_init_weights)
+
+    def train(self, mode: bool = True):
+        """bn0 stays in eval mode: its statistics belong to the pretrained tower, and AF1 always ran the
+        tower in eval mode (a parent's .train() must not switch it to batch statistics)."""
+        super().train(mode)
+        self.bn0.eval()
+        return self
 
     def image(self, x: torch.Tensor) -> torch.Tensor:
         """(B, S) waveforms -> (B, 1, P, P) normalised, stretched and folded log-mel image (float32)."""
