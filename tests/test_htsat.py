@@ -13,15 +13,13 @@ from audioflamingo.compat.clapcap import (
     to_clapcap_layout,
 )
 from audioflamingo.config import ConfigError, EncoderConfig, MelConfig
+from audioflamingo.model.clapcap_mel import hz_to_mel, mel_to_hz, slaney_filterbank
 from audioflamingo.model.htsat import (
     HTSATConfig,
     build_htsat_encoder,
     from_windows,
-    hz_to_mel,
-    mel_to_hz,
     relative_position_index,
     shifted_window_mask,
-    slaney_filterbank,
     to_windows,
 )
 

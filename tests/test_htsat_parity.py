@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from audioflamingo.compat.clapcap import load_clapcap_weights
-from audioflamingo.model.htsat import build_htsat_encoder, slaney_filterbank
+from audioflamingo.model.clapcap_mel import slaney_filterbank
+from audioflamingo.model.htsat import build_htsat_encoder
 
 from _msclap_ref import load_reference
 
