@@ -13,7 +13,8 @@ from audioflamingo.compat.clapcap import (
     to_clapcap_layout,
 )
 from audioflamingo.config import ConfigError, EncoderConfig, MelConfig
-from audioflamingo.model.clapcap_mel import hz_to_mel, mel_to_hz, slaney_filterbank
+from audioflamingo.model.clapcap_mel import slaney_filterbank
+from audioflamingo.model.encoder import hz_to_mel, mel_to_hz
 from audioflamingo.model.htsat import (
     HTSATConfig,
     build_htsat_encoder,
