@@ -26,7 +26,7 @@ STANDIN = {"lm.hf_config": {"model_type": "llama", "hidden_size": 256, "num_hidd
 ENCODER = {"encoder.width": 128, "encoder.layers": 2, "encoder.heads": 4, "encoder.out_dim": 256, "encoder.tokens_per_window": 1,
            "transform.layers": 2, "transform.heads": 4, "transform.ffn": 512, "transform.dropout": 0.0,
            "xattn.heads": 4, "xattn.head_dim": 64, "xattn.ffn_mult": 2, "lm.tokenizer": "byte",
-           "audio.window_seconds": 7.0, "audio.hop_seconds": 1.75}
+           "audio.window_seconds": 7.0, "audio.hop_seconds": 1.75, "audio.max_windows": 16}
 
 
 def _configs():
