@@ -12,6 +12,7 @@ import sys
 
 COMMAND_MODULES = [
     "audioflamingo.commands.core",  # ask, model-info
+    "audioflamingo.eval.cli",  # score, eval
     "audioflamingo.train.cli",  # train
 ]
 
@@ -27,9 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_overrides", False):  # only config-driven commands take --a.b=c
+    if getattr(args, "accepts_overrides", False):  # `train` takes any --dotted.key=value config override
+        args.overrides = extra
+    elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.overrides = extra
     try:
         rc = args.func(args)
     except KeyboardInterrupt:

@@ -44,6 +44,14 @@ class FlamingoLayer(nn.Module):
             return getattr(super().__getattr__("decoder_layer"), name)
 
 
+def _hash_state(state: dict) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(state.items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def decoder_layers(lm: nn.Module) -> nn.ModuleList:
     """The ModuleList of decoder layers of any HF causal LM (OPT/Llama/Qwen2: .layers, GPT-2: .h)."""
     decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else lm
@@ -112,13 +120,13 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         counts["total"] = counts["lm"] + counts["xattn"] + counts["transform"]  # AF1 counts without the encoder
         return {"total": counts["total"], **{k: counts[k] for k in ("lm", "xattn", "transform", "encoder")}}
 
+    def fingerprint(self) -> str:
+        """A short hash of every weight: names the exact model in evaluation reports."""
+        return _hash_state(self.state_dict())
+
     def embedding_fingerprint(self) -> str:
         """A short hash of the audio tower's weights: retrieval indexes refuse other encoders."""
-        h = hashlib.sha256()
-        for name, t in sorted(self.encoder.state_dict().items()):
-            h.update(name.encode())
-            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return _hash_state(self.encoder.state_dict())
 
     # ------------------------------------------------------------------------------------------------
     # audio
@@ -131,46 +139,61 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         return self.encoder(windows.to(self.device))
 
     def encode_audio(self, audios: list[list[Clip]], window_features: list[torch.Tensor] | None = None) -> AudioTokens:
-        """B samples, each a list of A_b clips -> AudioTokens (B, L, E); only real windows are encoded.
+        """B samples, each a list of A_b clips -> AudioTokens (B, L, E).
 
-        window_features: optional encoder outputs, one (W_i, N, E) tensor per clip in flat order (sample by
-        sample); then the encoder is skipped (training with a frozen encoder caches these per clip).
+        Only real windows are encoded, all in one encoder call, and a Clip object that appears in
+        several samples (shared in-context examples) is encoded once.
+        window_features: optional encoder outputs, one (W_i, N, E) tensor per audio in flat order (sample
+        by sample); the encoder is then skipped (training with a frozen encoder caches them per clip).
         """
+        cfg = self.config.audio
+        E = self.config.encoder.out_dim
+        unique: dict[int, int] = {}  # id(clip) (or flat position, with window_features) -> row in the unique list
+        slots: list[list[int]] = []  # slots[b][j] = unique row of audio j of sample b
+        clips = []
+        for sample in audios:
+            slots.append([])
+            for c in sample:
+                key = id(c) if window_features is None else sum(map(len, slots))
+                if key not in unique:
+                    unique[key] = len(clips)
+                    clips.append(c)
+                slots[-1].append(unique[key])
+        if not clips:
+            return AudioTokens(torch.zeros(len(audios), 1, E, device=self.device), torch.full((len(audios), 1), -1, dtype=torch.long, device=self.device))
         if window_features is not None:
             counts = [f.shape[0] for f in window_features]
-            feats = torch.cat(window_features).to(self.device) if window_features else None  # (W_total, N, E)
+            feats = torch.cat(window_features).to(self.device)  # (W_total, N, E)
         else:
-            per_audio = [make_windows(c, self.config.audio) for sample in audios for c in sample]  # A_total x (W_i, S)
+            per_audio = [make_windows(c, cfg) for c in clips]  # U x (W_i, S)
             counts = [w.shape[0] for w in per_audio]
-            feats = self.encode_windows(torch.cat(per_audio)) if per_audio else None  # (W_total, N, E)
-        if feats is None:
-            E = self.config.encoder.out_dim
-            return AudioTokens(torch.zeros(len(audios), 0, E, device=self.device), torch.zeros(len(audios), 0, dtype=torch.long, device=self.device))
-        N, E = feats.shape[1], feats.shape[2]
-        chunks = [c.reshape(-1, E) for c in feats.split(counts)]  # A_total x (W_i*N, E)
-        Lmax = max(c.shape[0] for c in chunks)
-        x = feats.new_zeros(len(chunks), Lmax, E)  # (A_total, Lmax, E)
-        pad = torch.ones(len(chunks), Lmax, dtype=torch.bool, device=feats.device)  # (A_total, Lmax) True = pad
-        for i, c in enumerate(chunks):
-            x[i, : len(c)], pad[i, : len(c)] = c, False
-        x = self.transform(x, pad)  # (A_total, Lmax, E)
-        # lay each sample's audios end to end
-        rows, index, k = [], [], 0
-        for sample in audios:
-            toks, idx = [], []
-            for j in range(len(sample)):
-                n = counts[k] * N
-                toks.append(x[k, :n])  # (W_k*N, E)
-                idx.append(torch.full((n,), j, dtype=torch.long, device=x.device))
-                k += 1
-            rows.append(torch.cat(toks) if toks else x.new_zeros(0, E))
-            index.append(torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long, device=x.device))
-        L = max(1, max(len(r) for r in rows))
+            feats = self.encode_windows(torch.cat(per_audio))  # (W_total, N, E)
+        x, pad = self.pack_windows(feats, counts)  # (U, Lmax, E), (U, Lmax)
+        x = self.transform(x, pad)  # (U, Lmax, E)
+        lengths = (~pad).sum(1).tolist()  # tokens per audio
+        L = max(1, max(sum(lengths[u] for u in row) for row in slots))
         tokens = x.new_zeros(len(audios), L, E)  # (B, L, E)
         audio_index = torch.full((len(audios), L), -1, dtype=torch.long, device=x.device)  # (B, L)
-        for b, (r, i) in enumerate(zip(rows, index)):
-            tokens[b, : len(r)], audio_index[b, : len(i)] = r, i
+        for b, row in enumerate(slots):
+            at = 0
+            for j, u in enumerate(row):
+                n = lengths[u]
+                tokens[b, at : at + n] = x[u, :n]
+                audio_index[b, at : at + n] = j
+                at += n
         return AudioTokens(tokens, audio_index)
+
+    @staticmethod
+    def pack_windows(feats: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W_total, N, E) window features + windows per audio -> (A, Lmax, E) tokens, (A, Lmax) bool pad mask."""
+        E = feats.shape[-1]
+        chunks = [c.reshape(-1, E) for c in feats.split(counts)]  # A x (W_i*N, E)
+        Lmax = max(c.shape[0] for c in chunks)
+        x = feats.new_zeros(len(chunks), Lmax, E)  # (A, Lmax, E)
+        pad = torch.ones(len(chunks), Lmax, dtype=torch.bool, device=feats.device)  # (A, Lmax) True = pad
+        for i, c in enumerate(chunks):
+            x[i, : len(c)], pad[i, : len(c)] = c, False
+        return x, pad
 
     @torch.no_grad()
     def embed_audio(self, sources, batch_size: int = 32) -> torch.Tensor:

@@ -54,37 +54,62 @@ class InferenceMixin:
             raise ValueError(f"a batch of {len(prompts)} prompts needs a list of {len(prompts)} audios (each a source or a list)")
         return True, [[a] if _is_audio(a) else list(a) for a in audio], prompts
 
-    def _texts(self, prompts, n_audios, task, examples_text):
+    def _shots(self, examples, prompts) -> list[list[tuple]]:
+        """examples -> per item [(clip, prompt, answer)]. Shared examples ([(audio, answer)] or
+        [{"audio", "answer", "prompt"?}]) are loaded once and the same Clip objects are given to every
+        item (encode_audio encodes each distinct clip once); per-item examples are a list of lists."""
+        if not examples:
+            return [[] for _ in prompts]
+        per_item = all(isinstance(e, list) for e in examples)
+        if per_item and len(examples) != len(prompts):
+            raise ValueError(f"{len(examples)} example lists for {len(prompts)} prompts")
+        groups = examples if per_item else [examples] * len(prompts)
+        loaded: dict = {}
+        out = []
+        for p, group in zip(prompts, groups):
+            shots = []
+            for ex in group:
+                audio, prompt, ans = (ex["audio"], ex.get("prompt") or p, ex["answer"]) if isinstance(ex, dict) else (ex[0], p, ex[1])
+                key = id(ex) if not per_item else None
+                clip = loaded.get(key) if key is not None else None
+                if clip is None:
+                    clip = self.load_clip(audio)
+                    if key is not None:
+                        loaded[key] = clip
+                shots.append((clip, prompt, ans, ex.get("id") if isinstance(ex, dict) else None, ex.get("score") if isinstance(ex, dict) else None))
+            out.append(shots)
+        return out
+
+    def _text(self, prompt, n_audios, task, shots, answer=None):
         bos = self.tokenizer.bos_token or self.tokenizer.eos_token
         eos = self.tokenizer.eos_token
-        if examples_text:
-            return [icl_text(examples_text, p, None, bos, eos, n) for p, n in zip(prompts, n_audios)]
-        return [single_text(p, None, task, n, bos, eos) for p, n in zip(prompts, n_audios)]
+        if shots:
+            return icl_text([(sp, sa) for _, sp, sa, *_ in shots], prompt, answer, bos, eos, n_audios)
+        return single_text(prompt, answer, task, n_audios, bos, eos)
 
     @torch.no_grad()
     def answer(self, audio, prompt, *, task=None, examples=None, generation=None, on_tokens=None, **gen) -> list[Answer]:
-        """Batched generation with details. `examples`: [(audio, answer)] shown before every query
-        (their audio is loaded once and shared by the whole batch)."""
+        """Batched generation with details. `examples`: shared [(audio, answer)] shown before every query
+        (their audio encoded once for the batch), or one list of {"audio","prompt","answer"} per item."""
         cfg = _gen_config(generation, gen)
         _, sources, prompts = self._normalise(audio, prompt)
         clips = [[self.load_clip(s) for s in srcs] for srcs in sources]
-        shot_clips = [self.load_clip(a) for a, _ in (examples or [])]
-        texts = []
-        for p, c in zip(prompts, clips):
-            texts += self._texts([p], [len(c)], task, [(p, ans) for _, ans in (examples or [])])
+        shots = self._shots(examples, prompts)
+        texts = [self._text(p, len(c), task, sh) for p, c, sh in zip(prompts, clips, shots)]
         ids = [encode(self.tokenizer, t)[0] for t in texts]
         input_ids, mask = pad_batch(ids, self.media.pad, side="left")  # (B, T)
-        audio_tokens = self.encode_audio([shot_clips + c for c in clips])  # shots first, in prompt order
+        audio_tokens = self.encode_audio([[sh[0] for sh in shot] + c for shot, c in zip(shots, clips)])  # shots first
         dev = self.device
         out = generate(self, input_ids.to(dev), mask.to(dev), audio_tokens, cfg, {self.media.eoc, self.media.eos}, on_tokens)
         answers = []
-        for toks, c, t in zip(out, clips, texts):
+        for toks, c, t, shot in zip(out, clips, texts, shots):
             text = self.tokenizer.decode(toks, skip_special_tokens=True)
             for s in cfg.stop:
                 text = text.split(s)[0]
-            warnings = [w for clip in shot_clips + c for w in clip.warnings]
+            warnings = list(dict.fromkeys(w for clip in [sh[0] for sh in shot] + c for w in clip.warnings))
             used = [min(clip.seconds, self.config.audio.max_seconds) for clip in c]
-            answers.append(Answer(text.strip(), warnings, used, [{"answer": a} for _, a in (examples or [])], t))
+            used_examples = [{"id": sid, "score": sc, "answer": sa, "audio": sclip.path} for sclip, _, sa, sid, sc in shot]
+            answers.append(Answer(text.strip(), warnings, used, used_examples, t))
         return answers
 
     def ask(self, audio, prompt, **kwargs):
@@ -94,19 +119,19 @@ class InferenceMixin:
         return [a.text for a in answers] if batched else answers[0].text
 
     @torch.no_grad()
-    def score_options(self, audio, prompt, options, *, task=None, normalize: bool = False) -> list[list[float]]:
+    def score_options(self, audio, prompt, options, *, task=None, examples=None, normalize: bool = False) -> list[list[float]]:
         """Log-likelihood of each option as the answer. audio/prompt as in `ask` (batched: lists);
         options: one list of strings per sample (or one list for a single prompt) -> [[logp per option]]."""
         batched, sources, prompts = self._normalise(audio, prompt)
         options = [options] if not batched else options
         clips = [[self.load_clip(s) for s in srcs] for srcs in sources]
-        audio_tokens = self.encode_audio(clips)
-        bos = self.tokenizer.bos_token or self.tokenizer.eos_token
+        shots = self._shots(examples, prompts)
+        audio_tokens = self.encode_audio([[sh[0] for sh in shot] + c for shot, c in zip(shots, clips)])
         result = []
-        for b, (p, c, opts) in enumerate(zip(prompts, clips, options)):
+        for b, (p, c, opts, shot) in enumerate(zip(prompts, clips, options, shots)):
             seqs, labs = [], []
             for o in opts:
-                ids, lab = encode(self.tokenizer, single_text(p, o, task, len(c), bos, self.tokenizer.eos_token))
+                ids, lab = encode(self.tokenizer, self._text(p, len(c), task, shot, answer=o))
                 seqs.append(ids)
                 labs.append(lab)
             input_ids, mask = pad_batch(seqs, self.media.pad, side="right")  # (O, T)
