@@ -24,7 +24,12 @@ $AF train -c configs/train/af-mini-sft.yaml      $common --model=$RUN/pretrain/m
 $AF train -c configs/train/af-mini-chat.yaml     $common --model=$RUN/sft/model      --out_dir=$RUN/chat
 echo "training took $(( ($(date +%s) - start) / 60 )) min" | tee "$RUN/training_time.txt"
 
-rm -rf audioflamingo/assets/af-mini
-mkdir -p audioflamingo/assets
-cp -r "$RUN/chat/model" audioflamingo/assets/af-mini
-echo "af-mini written to audioflamingo/assets/af-mini"
+dest=audioflamingo/assets/af-mini  # the model card (README.md) there is kept
+mkdir -p "$dest"
+rm -rf "$dest/tokenizer" "$dest/model.safetensors" "$dest/config.json" "$dest/clap_text_head.safetensors"
+cp -r "$RUN/chat/model/." "$dest/"
+cp "$RUN/clap/model/clap_text_head.safetensors" "$dest/"
+echo "af-mini written to $dest"
+
+# scores on the corpus test split (audio never seen in training), for the model card
+$PY scripts/eval_af_mini.py --model "$dest" --corpus "$CORPUS" --cache "$RUN/encoder_cache.pt" --out "$RUN/scores.json"

@@ -98,6 +98,7 @@ class TrainConfig:
     tensorboard: bool = True
     progress: bool = True
     stop_after_steps: int | None = None  # stop (as if killed) after this step; for tests of --resume
+    max_minutes: float | None = None  # time budget: after the step that passes it, finish as if it were the last
 
 
 def load_train_config(source, overrides=None) -> TrainConfig:

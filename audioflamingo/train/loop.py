@@ -24,7 +24,7 @@ from audioflamingo.train.config import STAGE_TRAINABLE, TrainConfig
 from audioflamingo.train.data import AudioBytes, ClipStore, FeatureCache, SampleBuilder, filter_rows, read_sources, shot_source
 from audioflamingo.train.monitor import Monitor
 from audioflamingo.train.optim import build_optimizer, build_scheduler, set_trainable
-from audioflamingo.train.stages import LMStep, clap_batch, clap_validate, lm_batch, lm_validate, prepare_model
+from audioflamingo.train.stages import LMStep, clap_batch, clap_validate, lm_micro_batches, lm_validate, prepare_model
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
@@ -152,6 +152,7 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
     order, order_epoch = None, -1
     per_rank = B // d.world
     t_last, tok_count = time.time(), 0
+    t_start = t_last
     wrapped.train()
     while step < total_steps:
         epoch, pos = divmod(step, steps_per_epoch)
@@ -162,13 +163,12 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
             mon.log(step, event="epoch_mix", epoch=epoch, mix=counts)
         positions = list(range(pos * B, (pos + 1) * B))[d.rank * per_rank : (d.rank + 1) * per_rank]
         micro = [positions[i : i + cfg.micro_batch_size] for i in range(0, per_rank, cfg.micro_batch_size)]
-        batches = []
-        for mb in micro:
-            mb_rows = [(p, rows[order[p]]) for p in mb]
-            if stage == "clap":
-                batches.append(clap_batch([r for _, r in mb_rows], clips, text_tower, model.config.audio, d.device, frame_cache))
-            else:
-                batches.append(lm_batch(mb_rows, builder, cfg.seed, epoch, d.device))
+        if stage == "clap":
+            batches = [clap_batch([rows[order[p]] for p in mb], clips, text_tower, model.config.audio, d.device, frame_cache)
+                       for mb in micro]
+        else:
+            batches = lm_micro_batches([(p, rows[order[p]]) for p in positions], builder, cfg.seed, epoch, d.device,
+                                       cfg.micro_batch_size)
         local = sum(n for _, n in batches)
         total = dist_.all_sum(local, d)
         loss_sum = 0.0
@@ -195,6 +195,11 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
             mon.log(step, loss=loss, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm, tokens_per_s=tps, epoch=epoch)
             t_last, tok_count = now, 0
         last = step == total_steps
+        over = cfg.max_minutes is not None and (time.time() - t_start) / 60 > cfg.max_minutes
+        if cfg.max_minutes is not None and not last and dist_.all_sum(float(over), d) > 0:  # all ranks stop together
+            mon.write(f"time budget of {cfg.max_minutes} min reached after step {step} of {total_steps}: finishing")
+            mon.log(step, event="time_budget", minutes=cfg.max_minutes)
+            last, total_steps = True, step
         if (cfg.eval_every and step % cfg.eval_every == 0) or last:
             val = _validate(cfg, model, step_module, clap_head, text_tower, val_rows, val_builder, clips, d, frame_cache)
             if val:

@@ -116,7 +116,18 @@ class LMStep(nn.Module):
 
 def lm_batch(rows_with_pos, builder, seed: int, epoch: int, device) -> tuple[dict, int]:
     """[(epoch position, row)] -> (micro-batch tensors, answer tokens)."""
+    return to_batch([builder.build(row, sample_rng(seed, epoch, pos)) for pos, row in rows_with_pos], builder, device)
+
+
+def lm_micro_batches(rows_with_pos, builder, seed: int, epoch: int, device, micro: int) -> list[tuple[dict, int]]:
+    """One process's share of an optimizer step, cut into micro-batches of similar length (less padding;
+    the step's gradient is a sum over its samples, so the grouping does not change it)."""
     samples = [builder.build(row, sample_rng(seed, epoch, pos)) for pos, row in rows_with_pos]
+    samples.sort(key=lambda s: len(s.ids))
+    return [to_batch(samples[i : i + micro], builder, device) for i in range(0, len(samples), micro)]
+
+
+def to_batch(samples, builder, device) -> tuple[dict, int]:
     b = collate(samples, builder.tokenizer.pad_token_id)
     n = int((b["labels"][:, 1:] != IGNORE).sum())
     return {"input_ids": b["input_ids"].to(device), "attention_mask": b["attention_mask"].to(device),
