@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--corpus", required=True, help="folder with train.jsonl and test.jsonl")
     ap.add_argument("--split", default="test")
     ap.add_argument("--cache", default=None, help="encoder-output cache of the training run (saves encoding train clips)")
+    ap.add_argument("--exclude-seen", default=None,
+                    help="an encoder-output cache file: test items whose audio is a key in it are dropped (clips an earlier stage saw)")
     ap.add_argument("--max-per-task", type=int, default=400)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--out", required=True)
@@ -99,6 +101,12 @@ def main() -> None:
     corpus = Path(args.corpus)
     test = [r for r in read_manifest(corpus / f"{args.split}.jsonl") if not r.get("dialogue")]
     train = [r for r in read_manifest(corpus / "train.jsonl") if r["task"] == "caption"]
+    dropped = 0
+    if args.exclude_seen:
+        seen = set(torch.load(args.exclude_seen, weights_only=True)["feats"])
+        dropped = sum(r["audio"] in seen for r in test)
+        test = [r for r in test if r["audio"] not in seen]
+        print(f"dropped {dropped} {args.split} items whose audio {args.exclude_seen} holds")
     by_task = defaultdict(list)
     for r in test:
         if len(by_task[r["task"]]) < args.max_per_task:
@@ -108,7 +116,8 @@ def main() -> None:
     keys = [r["audio"] for rs in by_task.values() for r in rs] + [r["audio"] for r in train]
     cache.fill(keys, progress=True)
     feats = cache.feats
-    results: dict = {"model": str(args.model or "bundled"), "split": args.split, "tasks": {}}
+    results: dict = {"model": str(args.model or "bundled"), "split": args.split, "dropped_seen": dropped,
+                     "items": sum(map(len, by_task.values())), "tasks": {}}
 
     # classification: per label set
     cls = [r for r in by_task.pop("classification", []) if r.get("options")]

@@ -189,3 +189,10 @@ def test_contrastive_loss_treats_shared_captions_as_positives():
     a2t = -(0.5 * (pa[0, 0] + pa[0, 1]) + 0.5 * (pa[1, 0] + pa[1, 1]) + pa[2, 2]) / 3
     t2a = -(0.5 * (pt[0, 0] + pt[0, 1]) + 0.5 * (pt[1, 0] + pt[1, 1]) + pt[2, 2]) / 3
     assert float(shared) == pytest.approx(float(0.5 * (a2t + t2a)), rel=1e-5)
+
+
+def test_time_budget_finishes_like_a_last_step(corpus, tmp_path):
+    out = train(tiny_config(corpus, tmp_path, "sft", max_steps=50, max_minutes=0.0, export=True, save_every=0))
+    assert out["step"] == 1 and len(out["losses"]) == 1  # the first step passes a zero budget
+    assert (tmp_path / "model" / "model.safetensors").is_file() and out["val"]  # validated and exported
+    assert (tmp_path / "checkpoints" / "step-000001").is_dir()  # and resumable
