@@ -94,9 +94,12 @@ def main() -> None:
                     help="an encoder-output cache file: test items whose audio is a key in it are dropped (clips an earlier stage saw)")
     ap.add_argument("--max-per-task", type=int, default=400)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = load_model(args.model).eval()
     corpus = Path(args.corpus)
     test = [r for r in read_manifest(corpus / f"{args.split}.jsonl") if not r.get("dialogue")]

@@ -19,6 +19,7 @@ fi
 common="--data.train=[$CORPUS/train.jsonl] --data.val=[$CORPUS/val.jsonl] --encoder_cache=$RUN/encoder_cache.pt ${TRAIN_ARGS:-}"
 start=$(date +%s)
 $AF train -c configs/train/af-mini-clap.yaml     $common --tokenizer_from=[$CORPUS/train.jsonl] --out_dir=$RUN/clap ${INIT_ENCODER:+--init_encoder=$INIT_ENCODER}
+cp "$RUN/encoder_cache.pt" "$RUN/encoder_cache_after_clap.pt"  # the clips CLAP saw (train + val): excluded from scoring
 $AF train -c configs/train/af-mini-pretrain.yaml $common --model=$RUN/clap/model     --out_dir=$RUN/pretrain
 $AF train -c configs/train/af-mini-sft.yaml      $common --model=$RUN/pretrain/model --out_dir=$RUN/sft
 $AF train -c configs/train/af-mini-chat.yaml     $common --model=$RUN/sft/model      --out_dir=$RUN/chat
@@ -32,4 +33,5 @@ cp "$RUN/clap/model/clap_text_head.safetensors" "$dest/"
 echo "af-mini written to $dest"
 
 # scores on the corpus test split (audio never seen in training), for the model card
-$PY scripts/eval_af_mini.py --model "$dest" --corpus "$CORPUS" --cache "$RUN/encoder_cache.pt" --out "$RUN/scores.json"
+$PY scripts/eval_af_mini.py --model "$dest" --corpus "$CORPUS" --cache "$RUN/encoder_cache.pt" --out "$RUN/scores.json" --threads 1 \
+    --exclude-seen "$RUN/encoder_cache_after_clap.pt"

@@ -37,7 +37,9 @@ def test_two_gloo_processes_equal_one_process(tmp_path, stage):
     wa, _ = load_checkpoint(latest_checkpoint(tmp_path / "one"))
     wb, _ = load_checkpoint(latest_checkpoint(tmp_path / "two"))
     assert wa.keys() == wb.keys()
+    # atol: the attention key bias has an analytically zero gradient, so Adam turns float noise (which differs
+    # with summation order) into steps of up to lr = 3e-3; 1e-4 is still far below one real update
     for k in wa:
-        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-4, atol=1e-4, msg=lambda m: f"{k}: {m}")
     # and training did move the weights (the comparison is not between two untouched models)
     assert one["losses"][-1] != one["losses"][0]

@@ -45,6 +45,8 @@ def _autocast(cfg, device: torch.device):
 
 def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
     out = Path(cfg.out_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
