@@ -71,12 +71,13 @@ def option_scores(model, feats, rows) -> list[list[float]]:
 
 
 @torch.no_grad()
-def greedy(model, feats, rows, max_new_tokens=40) -> list[str]:
+def greedy(model, feats, rows, max_new_tokens=40, num_beams=1, task_prefix=False) -> list[str]:
     tok = model.tokenizer
-    seqs = [encode(tok, single_text(r["prompt"], None, None, 1, tok.bos_token, tok.eos_token))[0] for r in rows]
+    seqs = [encode(tok, single_text(r["prompt"], None, r["task"] if task_prefix else None, 1, tok.bos_token, tok.eos_token))[0]
+            for r in rows]
     ids, mask = pad_batch(seqs, tok.pad_token_id, side="left")  # (B, T)
     audio = model.encode_audio([[r["audio"]] for r in rows], [feats[r["audio"]] for r in rows])
-    out = generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=max_new_tokens), {model.media.eoc, model.media.eos})
+    out = generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams), {model.media.eoc, model.media.eos})
     return [tok.decode(o, skip_special_tokens=True).strip() for o in out]
 
 
@@ -94,6 +95,8 @@ def main() -> None:
                     help="an encoder-output cache file: test items whose audio is a key in it are dropped (clips an earlier stage saw)")
     ap.add_argument("--max-per-task", type=int, default=400)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--num-beams", type=int, default=1, help="beam search for the generative tasks (AF1 used 3)")
+    ap.add_argument("--task-prefix", action="store_true", help='prompts start "The task is <task>. " (as in half of training)')
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -103,7 +106,7 @@ def main() -> None:
     model = load_model(args.model).eval()
     corpus = Path(args.corpus)
     test = [r for r in read_manifest(corpus / f"{args.split}.jsonl") if not r.get("dialogue")]
-    train = [r for r in read_manifest(corpus / "train.jsonl") if r["task"] == "caption"]
+    train = [r for r in read_manifest(corpus / "train.jsonl") if r["task"] in ("caption", "caption_long")]
     dropped = 0
     if args.exclude_seen:
         seen = set(torch.load(args.exclude_seen, weights_only=True)["feats"])
@@ -140,21 +143,25 @@ def main() -> None:
             "chance": v["chance"] / v["n"]} for k, v in sorted(per_set.items())}
 
     # generative tasks, with the nearest-neighbour caption baseline for captioning
-    train_keys = list(dict.fromkeys(r["audio"] for r in train))
-    train_caption = {}
-    for r in train:
-        train_caption.setdefault(r["audio"], r["answer"])
-    train_emb = embeddings(feats, train_keys)  # (P, E)
+    pools = {}  # task -> (train clips, their answer for that task, (P, E) embeddings)
+    for task in ("caption", "caption_long"):
+        answer = {}
+        for r in train:
+            if r["task"] == task:
+                answer.setdefault(r["audio"], r["answer"])
+        keys = list(answer)
+        pools[task] = (keys, answer, embeddings(feats, keys))
     for task, rows in sorted(by_task.items()):
         preds = []
         for i in tqdm(range(0, len(rows), args.batch), desc=task):
-            preds += greedy(model, feats, rows[i : i + args.batch])
+            preds += greedy(model, feats, rows[i : i + args.batch], num_beams=args.num_beams, task_prefix=args.task_prefix)
         res = {"n": len(rows), "exact_match": sum(norm(p) == norm(r["answer"]) for p, r in zip(preds, rows)) / len(rows),
                "word_f1": sum(word_f1(p, r["answer"]) for p, r in zip(preds, rows)) / len(rows),
                "examples": [{"audio": Path(r["audio"]).name, "reference": r["answer"], "prediction": p} for p, r in zip(preds[:5], rows[:5])]}
-        if task in ("caption", "caption_long"):
-            nn = (embeddings(feats, [r["audio"] for r in rows]) @ train_emb.T).argmax(1)  # (n,)
-            copies = [train_caption[train_keys[j]] for j in nn.tolist()]
+        if task in pools:  # copy the same task's answer of the nearest training clip
+            keys, answer, emb = pools[task]
+            nn = (embeddings(feats, [r["audio"] for r in rows]) @ emb.T).argmax(1)  # (n,)
+            copies = [answer[keys[j]] for j in nn.tolist()]
             res["nn_baseline"] = {"exact_match": sum(norm(c) == norm(r["answer"]) for c, r in zip(copies, rows)) / len(rows),
                                   "word_f1": sum(word_f1(c, r["answer"]) for c, r in zip(copies, rows)) / len(rows)}
         results["tasks"][task] = res

@@ -31,6 +31,8 @@ class DataConfig:
     default_weight: float = 1.0  # for datasets not named in `weights`
     tasks: list | None = None  # keep only these tasks (None: the stage's default: dialog rows for chat, others else)
     exclude_tasks: list = field(default_factory=list)
+    task_weights: dict = field(default_factory=dict)  # task -> factor on its dataset's weight (blend per dataset/task)
+    chat_plain: bool = False  # chat stage: also train on single-turn rows (keeps them from being forgotten)
     icl_fraction: float = 0.0  # share of samples turned into interleaved few-shot samples (sft)
     icl_shots: list = field(default_factory=lambda: [4, 8])  # shot counts drawn from, AF1 used 4 or 8
     shots: str = "random"  # shot source: "random" (same dataset+task) or "row" (the row's own `shots`)

@@ -107,10 +107,10 @@ def read_sources(specs: list[str], audio_store: AudioBytes) -> list[dict]:
     return rows
 
 
-def filter_rows(rows: list[dict], stage: str, tasks: list | None, exclude: list) -> list[dict]:
-    """Chat trains on dialog rows (those with `dialogue`); the other stages on the rest."""
+def filter_rows(rows: list[dict], stage: str, tasks: list | None, exclude: list, chat_plain: bool = False) -> list[dict]:
+    """Chat trains on dialog rows (those with `dialogue`; with chat_plain also on the rest); other stages on the rest."""
     if stage == "chat":
-        keep = [r for r in rows if r.get("dialogue")]
+        keep = [r for r in rows if r.get("dialogue") or chat_plain]
     else:
         keep = [r for r in rows if not r.get("dialogue")]
     if tasks is not None:
@@ -180,7 +180,7 @@ class SampleBuilder:
         bos = self.tokenizer.bos_token or self.tokenizer.eos_token
         eos = self.tokenizer.eos_token
         audios = [row["audio"], *row.get("extra_audios", [])]
-        if self.stage == "chat":
+        if self.stage == "chat" and row.get("dialogue"):
             text = chat_text([(t["user"], t["assistant"]) for t in row["dialogue"]], len(audios), bos, eos)
         else:
             shots = []

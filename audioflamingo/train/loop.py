@@ -65,15 +65,21 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
         rows = [r for r in rows if r["task"] in cfg.clap.tasks and not r.get("dialogue")]
         val_rows = [r for r in val_rows if r["task"] in cfg.clap.tasks and not r.get("dialogue")]
     else:
-        rows = filter_rows(rows, stage, cfg.data.tasks, cfg.data.exclude_tasks)
+        rows = filter_rows(rows, stage, cfg.data.tasks, cfg.data.exclude_tasks, cfg.data.chat_plain)
         val_rows = filter_rows(val_rows, stage, cfg.data.tasks, cfg.data.exclude_tasks)
     val_rows = val_rows[: cfg.data.max_val]
     if not rows:
         raise ConfigError(f"no training rows for stage {stage!r} in {cfg.data.train} (check data.tasks / the manifests)")
-    names = [r["dataset"] for r in rows]
+    weights = dict(cfg.data.weights)
+    if cfg.data.task_weights:  # blend per dataset/task: weight = dataset weight x task factor
+        names = [f"{r['dataset']}/{r['task']}" for r in rows]
+        weights = {n: cfg.data.weights.get(n.split("/")[0], cfg.data.default_weight) * cfg.data.task_weights.get(n.split("/")[1], 1.0)
+                   for n in set(names)}
+    else:
+        names = [r["dataset"] for r in rows]
     sizes = {n: names.count(n) for n in set(names)}
     B = cfg.batch_size
-    steps_per_epoch = len(epoch_mix(names, cfg.data.weights, cfg.data.default_weight, cfg.seed, 0)) // B
+    steps_per_epoch = len(epoch_mix(names, weights, cfg.data.default_weight, cfg.seed, 0)) // B
     if steps_per_epoch == 0:
         raise ConfigError(f"an epoch of the blend holds fewer samples than batch_size {B}")
     total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
@@ -159,7 +165,7 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
     while step < total_steps:
         epoch, pos = divmod(step, steps_per_epoch)
         if epoch != order_epoch:
-            order, order_epoch = epoch_mix(names, cfg.data.weights, cfg.data.default_weight, cfg.seed, epoch), epoch
+            order, order_epoch = epoch_mix(names, weights, cfg.data.default_weight, cfg.seed, epoch), epoch
             counts = mix_counts(order, names)
             mon.write(describe_mix(counts, sizes))
             mon.log(step, event="epoch_mix", epoch=epoch, mix=counts)
