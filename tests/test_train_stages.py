@@ -196,3 +196,12 @@ def test_time_budget_finishes_like_a_last_step(corpus, tmp_path):
     assert out["step"] == 1 and len(out["losses"]) == 1  # the first step passes a zero budget
     assert (tmp_path / "model" / "model.safetensors").is_file() and out["val"]  # validated and exported
     assert (tmp_path / "checkpoints" / "step-000001").is_dir()  # and resumable
+
+
+def test_chat_can_mix_single_turn_items_with_task_weights(corpus, tmp_path):
+    cfg = tiny_config(corpus, tmp_path, "chat", max_steps=1,
+                      **{"data.chat_plain": True, "data.task_weights": {"caption": 0.5, "classification": 0.0}})
+    train(cfg)
+    mix = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if "epoch_mix" in l][0]["mix"]
+    # 12 tone clips: 12 dialogs (weight 1), 12 captions x 0.5, no classification; noise: 3 captions x 0.5 -> round(1.5) = 2
+    assert mix == {"noise/caption": 2, "tones/caption": 6, "tones/dialog": 12}
