@@ -6,12 +6,16 @@ import pytest
 
 from audioflamingo.retrieval import (
     ICL_PREFIX,
+    FingerprintMismatch,
     IclPrompt,
+    NeighbourConfig,
     RetrievalError,
     Shot,
     build_icl_manifest,
     build_index,
+    icl_prompts,
     parse_example,
+    random_neighbours,
     user_examples,
 )
 from audioflamingo.retrieval.spectral import SpectralEmbedder
@@ -117,3 +121,34 @@ def test_parse_example(tmp_path):
         parse_example("nothing")
     with pytest.raises(RetrievalError, match="does not exist"):
         parse_example("missing.wav=dog")
+
+
+def test_icl_prompts_for_inference(tmp_path, corpus, make_wav):
+    _, index = corpus
+    q1, q2 = make_wav("q1.wav", seconds=0.3, freq=5000, seed=70), make_wav("q2.wav", seconds=0.3, freq=240, seed=71)
+    ex = make_wav("ex.wav", seconds=0.3, freq=1000, seed=72)
+    emb = SpectralEmbedder()
+    p1, p2 = icl_prompts([str(q1), str(q2)], "Pitch?", rag=tmp_path / "ix", embedder=emb, shots=2, examples=[(str(ex), "1 kHz")])
+    assert p1.shots[0] is p2.shots[0] and p1.shots[0].answer == "1 kHz" and p1.shots[0].id is None  # shared user example
+    assert len(p1.shots) == 3 and p1.audios[-1] == str(q1) and p1.query_prompt == "Pitch?"
+    retrieved = p1.shots[1:]
+    assert retrieved[0].score <= retrieved[1].score  # nearest last, just before the query
+    assert all(s.score is not None and index.rows[index.position[s.id]]["split"] == "train" for s in retrieved)
+    assert [u["id"] for u in p1.used()][1:] == [s.id for s in retrieved]
+    with pytest.raises(FingerprintMismatch):
+        icl_prompts([str(q1)], "Pitch?", rag=index, embedder=SpectralEmbedder(bands=24), shots=2)
+    (plain,) = icl_prompts([str(q1)], "Pitch?")  # neither index nor examples: zero-shot
+    assert plain.shots == [] and plain.audios == [str(q1)]
+
+
+def test_random_neighbours_follow_the_same_rules(corpus):
+    _, index = corpus
+    row = index.rows[index.position["t0"]]
+    cfg = NeighbourConfig(k=4, seed=1)
+    (a,) = random_neighbours(index, [row["audio"]], cfg, ["t0"], ["low"])
+    (b,) = random_neighbours(index, [row["audio"]], cfg, ["t0"], ["low"])
+    assert [s.id for s in a] == [s.id for s in b] and len(a) == 4
+    assert row["audio"] not in {s.audio for s in a} and len({s.audio for s in a}) == 4
+    assert all(s.row["dataset"] == "low" and s.score is None for s in a)
+    seeds = {tuple(s.id for s in random_neighbours(index, [row["audio"]], NeighbourConfig(k=4, seed=x), ["t0"])[0]) for x in range(5)}
+    assert len(seeds) > 1

@@ -105,3 +105,12 @@ def test_search_on_more_hits_than_items_pads_with_minus_one():
     scores, pos = index.search(np.array([[1.0, 0.0]]), 4)
     assert list(pos[0]) == [0, 1, -1, -1]
     np.testing.assert_allclose(scores[0, :2], [1.0, 0.0], atol=1e-6)
+
+
+def test_single_queries_run_on_one_thread_and_restore_the_setting():
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    index = AudioIndex.build(["a", "b"], np.eye(2), None, "fp")
+    index.search(np.array([[1.0, 0.0]]), 1)
+    assert faiss.omp_get_max_threads() == before

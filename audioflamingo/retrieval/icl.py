@@ -76,6 +76,43 @@ def parse_example(text: str) -> tuple[str, str]:
     raise RetrievalError(f"--example {text!r}: audio file {text[:cuts[0]]!r} does not exist")
 
 
+def icl_prompts(
+    audios: Sequence,
+    prompts: str | Sequence[str],
+    *,
+    rag: AudioIndex | str | Path | None = None,
+    embedder=None,
+    shots: int = 4,
+    examples: Sequence | None = None,
+    order: str = "nearest_last",
+    oversample: int = 4,
+) -> list[IclPrompt]:
+    """Inference: one IclPrompt per query audio, for `model.ask(audio, prompt, rag=..., shots=k, examples=...)`.
+
+    rag: an index (or its folder) searched with `embedder`'s embeddings, whose fingerprint must match;
+    examples: user-given (audio, answer) pairs shown before the retrieved ones, the same Shot objects
+    for every query of the batch (so a model can encode them once). Retrieved shots keep `order`.
+    """
+    prompts = [prompts] * len(audios) if isinstance(prompts, str) else list(prompts)
+    if len(prompts) != len(audios):
+        raise RetrievalError(f"{len(audios)} audios but {len(prompts)} prompts")
+    if not examples:
+        given_per = [[] for _ in audios]
+    elif len(set(prompts)) == 1:
+        given_per = [user_examples(examples, prompts[0])] * len(audios)  # the same objects for every query
+    else:  # an example without its own prompt takes its query's prompt
+        given_per = [user_examples(examples, p) for p in prompts]
+    retrieved = [[] for _ in audios]
+    if rag is not None and shots > 0:
+        if embedder is None:
+            raise RetrievalError("retrieval needs the model (embedder) that built the index")
+        from audioflamingo.retrieval.neighbours import retrieve
+
+        index = rag if isinstance(rag, AudioIndex) else AudioIndex.load(rag)
+        retrieved = retrieve(index, embedder, list(audios), NeighbourConfig(k=shots, oversample=oversample, order=order))
+    return [IclPrompt(g + r, a, p) for g, r, a, p in zip(given_per, retrieved, audios, prompts)]
+
+
 def query_vectors(index: AudioIndex, rows: list[dict], embedder=None, batch_size: int = 32) -> np.ndarray:
     """Embeddings of manifest rows (q, c): stored vectors for items in the index, else the embedder's."""
     out = np.zeros((len(rows), index.dim), np.float32)  # (q, c)

@@ -30,6 +30,7 @@ import numpy as np
 
 FORMAT_VERSION = 1
 KINDS = ("flat", "ivf", "hnsw")
+FEW_QUERIES = 4  # searched on one thread (see AudioIndex.search)
 INDEX_FILE, ITEMS_FILE, META_FILE = "index.faiss", "items.jsonl", "meta.json"
 
 
@@ -183,6 +184,15 @@ class AudioIndex:
             raise RetrievalError(f"{self.where}: query vectors have width {q.shape[1]}, the index has width {self.dim}")
         if self._index is None or len(self) == 0:
             return np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        if len(q) <= FEW_QUERIES:
+            # A handful of queries gains nothing from OpenMP threads, and on a busy machine their
+            # start-up costs 10-100x the search itself (measured: 0.4 ms vs 40 ms, flat, 10 k items).
+            threads = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(1)
+            try:
+                return self._index.search(q, k)  # (q, k), (q, k)
+            finally:
+                faiss.omp_set_num_threads(threads)
         scores, positions = self._index.search(q, k)  # (q, k), (q, k)
         return scores, positions
 

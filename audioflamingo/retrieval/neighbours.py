@@ -136,6 +136,37 @@ def select_neighbours(
     return [order_shots(s, cfg.order, cfg.seed, str(query_ids[i] or own[i] or i)) for i, s in enumerate(chosen)]
 
 
+def random_neighbours(
+    index: AudioIndex,
+    query_audio: list,
+    config: NeighbourConfig | None = None,
+    query_ids: list | None = None,
+    query_datasets: list | None = None,
+) -> list[list[Shot]]:
+    """The control for retrieval: k random items per query under the same rules (distinct files, never
+    the query's own file or id, same dataset when given), seeded per query; scores are None."""
+    cfg = config or NeighbourConfig()
+    n_q = len(query_audio)
+    query_ids = list(query_ids) if query_ids is not None else [None] * n_q
+    datasets = list(query_datasets) if query_datasets is not None else [None] * n_q
+    out = []
+    for i, audio in enumerate(query_audio):
+        own, key = audio_identity(audio), str(query_ids[i] or audio_identity(audio) or i)
+        shots, files = [], set()
+        for p in _query_rng(cfg.seed, "random:" + key).permutation(len(index)):
+            row = index.rows[p]
+            if row["audio"] == own or row["id"] == query_ids[i] or row["audio"] in files:
+                continue
+            if datasets[i] is not None and row.get("dataset") != datasets[i]:
+                continue
+            files.add(row["audio"])
+            shots.append(Shot(row["audio"], row.get("prompt", ""), row["answer"], row["id"], None, row))
+            if len(shots) == cfg.k:
+                break
+        out.append(shots)
+    return out
+
+
 def order_shots(shots: list[Shot], order: str, seed: int = 0, key: str = "") -> list[Shot]:
     """Put nearest-first `shots` in the requested order (see the module docstring)."""
     if order == "nearest_first":
