@@ -91,9 +91,10 @@ class AudioIndex:
 
     @classmethod
     def build(cls, ids, vectors, rows, fingerprint: str, config: IndexConfig | None = None, split=None):
-        x = normalize(vectors)  # (n, c)
-        index = cls(x.shape[1], fingerprint, config, split)
-        index.add(ids, x, rows)
+        if len(np.shape(vectors)) != 2:
+            raise RetrievalError(f"expected a 2-d array of embeddings (n, c), got shape {tuple(np.shape(vectors))}")
+        index = cls(np.shape(vectors)[1], fingerprint, config, split)
+        index.add(ids, vectors, rows)  # normalises
         return index
 
     def __len__(self) -> int:
