@@ -114,3 +114,12 @@ def test_single_queries_run_on_one_thread_and_restore_the_setting():
     index = AudioIndex.build(["a", "b"], np.eye(2), None, "fp")
     index.search(np.array([[1.0, 0.0]]), 1)
     assert faiss.omp_get_max_threads() == before
+
+
+def test_stored_vectors_are_readable_after_extending_an_ivf_index():
+    rng = np.random.default_rng(4)
+    x = unit(rng, 500, 8)
+    index = AudioIndex.build([str(i) for i in range(400)], x[:400], None, "fp", IndexConfig(kind="ivf", nlist=4))
+    np.testing.assert_allclose(index.vectors([3]), x[3:4], atol=1e-6)
+    index.add([str(i) for i in range(400, 500)], x[400:])
+    np.testing.assert_allclose(index.vectors([3, 450]), x[[3, 450]], atol=1e-6)

@@ -88,6 +88,7 @@ class AudioIndex:
         self.path: Path | None = None  # the folder it was loaded from or saved to
         self.trained_on = 0  # ivf: how many vectors the k-means cells were fitted to
         self._index: faiss.Index | None = None
+        self._mapped = -1  # ivf: item count when the position -> list direct map was last made
 
     @classmethod
     def build(cls, ids, vectors, rows, fingerprint: str, config: IndexConfig | None = None, split=None):
@@ -200,8 +201,9 @@ class AudioIndex:
     def vectors(self, positions) -> np.ndarray:
         """The stored (normalised) vectors at `positions` -> (n, c)."""
         positions = np.asarray(positions, dtype=np.int64)
-        if self.config.kind == "ivf":
+        if self.config.kind == "ivf" and self._mapped != self._index.ntotal:
             self._index.make_direct_map()  # IVF lists are not addressable by position without it
+            self._mapped = self._index.ntotal
         return self._index.reconstruct_batch(positions)  # (n, c)
 
     def check_fingerprint(self, fingerprint: str) -> None:
