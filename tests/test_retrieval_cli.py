@@ -103,3 +103,11 @@ def test_real_model_builds_and_finds_its_own_neighbours(tmp_path, manifest):
     assert index.fingerprint == model.embedding_fingerprint()
     (shots,) = retrieve(index, model, [str(tmp_path / "c0.wav")], NeighbourConfig(k=2))
     assert "c0" not in {s.id for s in shots} and len(shots) == 2
+
+
+def test_registering_the_commands_does_not_import_faiss():
+    import subprocess
+    import sys
+
+    code = "import sys, audioflamingo.retrieval.cli; assert 'faiss' not in sys.modules, 'faiss imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**__import__("os").environ})

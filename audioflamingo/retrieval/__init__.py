@@ -1,27 +1,34 @@
 """Retrieval-augmented in-context learning: an index of audio embeddings, the AF1 neighbour rule,
-and interleaved k-shot items for training and inference. See docs/retrieval.md."""
+and interleaved k-shot items for training and inference. See docs/retrieval.md.
 
-from audioflamingo.retrieval.build import build_index, read_manifest
-from audioflamingo.retrieval.icl import ICL_PREFIX, IclPrompt, build_icl_manifest, icl_prompts, parse_example, user_examples
-from audioflamingo.retrieval.index import AudioIndex, FingerprintMismatch, IndexConfig, RetrievalError
-from audioflamingo.retrieval.neighbours import NeighbourConfig, Shot, random_neighbours, retrieve, select_neighbours
+Names are imported on first use, so `audioflamingo --help` works without faiss installed.
+"""
 
-__all__ = [
-    "AudioIndex",
-    "FingerprintMismatch",
-    "ICL_PREFIX",
-    "IclPrompt",
-    "IndexConfig",
-    "NeighbourConfig",
-    "RetrievalError",
-    "Shot",
-    "build_icl_manifest",
-    "build_index",
-    "icl_prompts",
-    "parse_example",
-    "random_neighbours",
-    "read_manifest",
-    "retrieve",
-    "select_neighbours",
-    "user_examples",
-]
+import importlib
+
+_WHERE = {
+    "build_index": "build",
+    "read_manifest": "build",
+    "ICL_PREFIX": "icl",
+    "IclPrompt": "icl",
+    "build_icl_manifest": "icl",
+    "icl_prompts": "icl",
+    "parse_example": "icl",
+    "user_examples": "icl",
+    "AudioIndex": "index",
+    "FingerprintMismatch": "index",
+    "IndexConfig": "index",
+    "RetrievalError": "index",
+    "NeighbourConfig": "neighbours",
+    "Shot": "neighbours",
+    "random_neighbours": "neighbours",
+    "retrieve": "neighbours",
+    "select_neighbours": "neighbours",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"audioflamingo.retrieval.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'audioflamingo.retrieval' has no attribute {name!r}")
