@@ -111,3 +111,13 @@ def test_registering_the_commands_does_not_import_faiss():
 
     code = "import sys, audioflamingo.retrieval.cli; assert 'faiss' not in sys.modules, 'faiss imported'"
     subprocess.run([sys.executable, "-c", code], check=True)  # a fresh interpreter: nothing imported yet
+
+
+def test_rag_arguments_for_ask(tmp_path, make_wav):
+    ex = make_wav("dog.wav", seconds=0.2)
+    parser = argparse.ArgumentParser()
+    index_cli.add_rag_arguments(parser)
+    args = parser.parse_args(["--rag", "ix", "--shots", "2", "--example", f"{ex}=a dog", "--example", f"{ex}=b=c"])
+    assert index_cli.rag_kwargs(args) == {"rag": "ix", "shots": 2, "order": "nearest_last",
+                                          "examples": [(str(ex), "a dog"), (str(ex), "b=c")]}  # fmt: skip
+    assert index_cli.rag_kwargs(parser.parse_args([])) == {"rag": None, "shots": 0, "order": "nearest_last", "examples": None}

@@ -88,6 +88,25 @@ def cmd_icl(args) -> int:
     return 0
 
 
+def add_rag_arguments(parser) -> None:
+    """The in-context options of `audioflamingo ask` (the lead's command adds them with this one call)."""
+    g = parser.add_argument_group("in-context examples")
+    g.add_argument("--rag", metavar="DIR", default=None, help="retrieval index built with this model (index build)")
+    g.add_argument("--shots", type=int, default=4, help="examples retrieved per query with --rag (default 4)")
+    g.add_argument("--shot-order", choices=("nearest_last", "nearest_first", "shuffle"), default="nearest_last",
+                   help="order of retrieved examples; default: the nearest right before the query")  # fmt: skip
+    g.add_argument("--example", metavar="AUDIO=ANSWER", action="append", default=[],
+                   help="a user-given example, shown before retrieved ones (repeatable)")  # fmt: skip
+
+
+def rag_kwargs(args) -> dict:
+    """Parsed --rag/--shots/--shot-order/--example -> keyword arguments of `icl_prompts` / `model.ask`."""
+    from audioflamingo.retrieval.icl import parse_example
+
+    examples = [parse_example(e) for e in args.example]
+    return {"rag": args.rag, "shots": args.shots if args.rag else 0, "order": args.shot_order, "examples": examples or None}
+
+
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("index", help="retrieval indexes for in-context examples (build, search, info, icl)")
     sub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
