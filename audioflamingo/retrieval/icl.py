@@ -22,10 +22,10 @@ from typing import Any, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from audioflamingo.retrieval.build import read_manifest
+from audioflamingo.retrieval.build import embed_files, read_manifest
 from audioflamingo.retrieval.cache import EmbeddingCache
 from audioflamingo.retrieval.index import AudioIndex, RetrievalError, normalize
-from audioflamingo.retrieval.neighbours import NeighbourConfig, Shot, order_shots, select_neighbours
+from audioflamingo.retrieval.neighbours import NeighbourConfig, Shot, order_shots, retrieve, select_neighbours
 
 ICL_PREFIX = "Here are similar examples. "
 
@@ -106,8 +106,6 @@ def icl_prompts(
     if rag is not None and shots > 0:
         if embedder is None:
             raise RetrievalError("retrieval needs the model (embedder) that built the index")
-        from audioflamingo.retrieval.neighbours import retrieve
-
         index = rag if isinstance(rag, AudioIndex) else AudioIndex.load(rag)
         retrieved = retrieve(index, embedder, list(audios), NeighbourConfig(k=shots, oversample=oversample, order=order))
     return [IclPrompt(g + r, a, p) for g, r, a, p in zip(given_per, retrieved, audios, prompts)]
@@ -123,8 +121,6 @@ def query_vectors(index: AudioIndex, rows: list[dict], embedder=None, batch_size
     if unknown:
         if embedder is None:
             raise RetrievalError(f"{len(unknown)} query items are not in index {index.where}: pass an embedder for them")
-        from audioflamingo.retrieval.build import embed_files
-
         index.check_fingerprint(embedder.embedding_fingerprint())
         cache = EmbeddingCache(index.path / "embed_cache" if index.path else None, index.fingerprint)
         out[unknown] = normalize(embed_files([rows[i]["audio"] for i in unknown], embedder, cache, batch_size))
