@@ -98,3 +98,10 @@ def test_an_item_from_another_split_is_refused():
 def test_bad_config_is_rejected():
     with pytest.raises(RetrievalError, match="order"):
         NeighbourConfig(order="random")
+
+
+def test_near_duplicates_can_be_dropped():
+    index = line_index([("copy", "COPY.wav", 0), ("b", "B.wav", 10), ("c", "C.wav", 20)])
+    cfg = NeighbourConfig(k=1, order="nearest_first", max_score=0.999)
+    assert ids_of(select_neighbours(index, at(0), ["/q.wav"], cfg)[0]) == ["b"]
+    assert ids_of(select_neighbours(index, at(0), ["/q.wav"], NeighbourConfig(k=1))[0]) == ["copy"]

@@ -60,7 +60,7 @@ def cmd_search(args) -> int:
 
     index = AudioIndex.load(args.index)
     index.set_search_params(nprobe=args.nprobe, ef_search=args.ef_search)
-    cfg = NeighbourConfig(k=args.k, oversample=args.oversample, order=args.order)
+    cfg = NeighbourConfig(k=args.k, oversample=args.oversample, order=args.order, max_score=args.max_score)
     picks = retrieve(index, LazyModelEmbedder(args.model), args.audio, cfg)
     out = [{"query": a, "neighbours": [s.to_dict() for s in shots]} for a, shots in zip(args.audio, picks)]
     print(json.dumps(out, indent=2, ensure_ascii=False))
@@ -132,6 +132,7 @@ def add_commands(subparsers) -> None:
     s.add_argument("-k", type=int, default=4, help="neighbours per query (one per distinct audio file)")
     s.add_argument("--oversample", type=int, default=4, help="search k*oversample hits before de-duplicating files")
     s.add_argument("--order", choices=("nearest_first", "nearest_last", "shuffle"), default="nearest_first")
+    s.add_argument("--max-score", type=float, default=None, help="drop hits this similar or more (near-copies)")
     s.add_argument("--nprobe", type=int, default=None, help="ivf: cells searched per query")
     s.add_argument("--ef-search", type=int, default=None, help="hnsw: search breadth")
     s.set_defaults(func=cmd_search)

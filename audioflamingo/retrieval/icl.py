@@ -86,12 +86,14 @@ def icl_prompts(
     examples: Sequence | None = None,
     order: str = "nearest_last",
     oversample: int = 4,
+    max_score: float | None = None,
 ) -> list[IclPrompt]:
     """Inference: one IclPrompt per query audio, for `model.ask(audio, prompt, rag=..., shots=k, examples=...)`.
 
     rag: an index (or its folder) searched with `embedder`'s embeddings, whose fingerprint must match;
     examples: user-given (audio, answer) pairs shown before the retrieved ones, the same Shot objects
-    for every query of the batch (so a model can encode them once). Retrieved shots keep `order`.
+    for every query of the batch (so a model can encode them once). Retrieved shots keep `order`;
+    max_score drops near-copies of the query (see NeighbourConfig).
     """
     prompts = [prompts] * len(audios) if isinstance(prompts, str) else list(prompts)
     if len(prompts) != len(audios):
@@ -107,7 +109,7 @@ def icl_prompts(
         if embedder is None:
             raise RetrievalError("retrieval needs the model (embedder) that built the index")
         index = rag if isinstance(rag, AudioIndex) else AudioIndex.load(rag)
-        retrieved = retrieve(index, embedder, list(audios), NeighbourConfig(k=shots, oversample=oversample, order=order))
+        retrieved = retrieve(index, embedder, list(audios), NeighbourConfig(shots, oversample, order, max_score=max_score))
     return [IclPrompt(g + r, a, p) for g, r, a, p in zip(given_per, retrieved, audios, prompts)]
 
 

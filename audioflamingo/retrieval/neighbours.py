@@ -33,6 +33,7 @@ class NeighbourConfig:
     oversample: int = 4  # search k * oversample hits before keeping one per file
     order: str = "nearest_last"  # nearest_last | nearest_first | shuffle
     seed: int = 0  # for "shuffle"
+    max_score: float | None = None  # drop hits at least this similar (e.g. 0.999: copies of the query under another name)
 
     def __post_init__(self):
         if self.order not in ORDERS:
@@ -120,6 +121,8 @@ def select_neighbours(
                 if row["audio"] == own[qi] or (query_ids[qi] is not None and row["id"] == str(query_ids[qi])):
                     continue
                 if row["audio"] in files or (datasets[qi] is not None and row.get("dataset") != datasets[qi]):
+                    continue
+                if cfg.max_score is not None and s >= cfg.max_score:
                     continue
                 files.add(row["audio"])
                 shots.append(_row_shot(row, s))
