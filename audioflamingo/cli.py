@@ -12,6 +12,7 @@ import sys
 
 COMMAND_MODULES = [
     "audioflamingo.commands.core",  # ask, model-info
+    "audioflamingo.eval.cli",  # score, eval
     "audioflamingo.retrieval.cli",  # index build/search/info/icl
 ]
 

@@ -26,6 +26,7 @@ fi
 .venv/bin/python -m pip install -q "torch==2.13.0"
 if [ "$dev" = 1 ]; then
   .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q --no-deps msclap  # reference HTS-AT for the ClapCap parity test
 else
   .venv/bin/python -m pip install -q -e ".[serve]"
 fi

@@ -22,3 +22,39 @@ def make_wav(tmp_path):
         return path
 
     return _make
+
+
+FAMILIES = {
+    "gpt2": {"model_type": "gpt2", "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 512,
+             "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0},
+    "opt": {"model_type": "opt", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "ffn_dim": 64,
+            "max_position_embeddings": 512, "word_embed_proj_dim": 32, "dropout": 0.0, "attention_dropout": 0.0},
+    "llama": {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512},
+    "qwen2": {"model_type": "qwen2", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512},
+}
+
+
+def tiny_model(family="gpt2", gates=None, seed=0, **overrides):
+    """The `tiny` preset on a given LM family; `gates` sets every tanh gate's raw value (None = zero init)."""
+    import torch
+
+    from audioflamingo.config import load_model_config
+    from audioflamingo.model.loading import build_model
+
+    cfg = load_model_config("tiny", overrides)
+    cfg.lm.hf_config = dict(FAMILIES[family])
+    model = build_model(cfg, seed=seed).eval()
+    if gates is not None:
+        with torch.no_grad():
+            for blk in model.xattn_blocks():
+                blk.attn_gate.fill_(gates)
+                blk.ff_gate.fill_(gates)
+    return model
+
+
+def sine(seconds=1.0, freq=440.0, rate=16000, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    return ((0.5 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(t.shape)).astype(np.float32), rate)

@@ -1,0 +1,86 @@
+"""Core subcommands: ask, model-info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("ask", help="answer a question about one or more audio files")
+    p.add_argument("audio", nargs="+", help="audio file(s); several files go into one prompt, in order")
+    p.add_argument("--prompt", "-p", required=True, help="the question or instruction")
+    p.add_argument("--model", "-m", default=None, help="checkpoint folder or preset (default: the bundled model)")
+    p.add_argument("--task", default=None, help="optional task name put in the prompt ('The task is ...')")
+    p.add_argument("--json", action="store_true", help="print a JSON object (answer, warnings, audio seconds used)")
+    p.add_argument("--preset", default="greedy", choices=["greedy", "beam", "sample"], help="decoding preset")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--num-beams", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="torch device (default: cpu)")
+    p.add_argument("--example", action="append", default=[], metavar="AUDIO=ANSWER", help="an in-context example (repeatable)")
+    p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("model-info", help="parameter counts of a preset or checkpoint")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--preset", help="preset name (built on the meta device: no memory, no weights)")
+    g.add_argument("--model", help="checkpoint folder")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_model_info)
+
+
+def _generation_kwargs(args) -> dict:
+    names = ["max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "seed"]
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def _examples(specs: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for spec in specs:
+        if "=" not in spec:
+            raise ValueError(f"--example {spec!r}: expected AUDIO=ANSWER")
+        audio, answer = spec.split("=", 1)
+        out.append((audio, answer))
+    return out
+
+
+def cmd_ask(args) -> int:
+    from audioflamingo import load_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(args.model, device=args.device)
+        sources = args.audio if len(args.audio) > 1 else args.audio[0]
+        answer = model.answer(sources, args.prompt, task=args.task, examples=_examples(args.example) or None,
+                              generation=args.preset, **_generation_kwargs(args))[0]
+    notes = list(dict.fromkeys(answer.warnings + [str(w.message) for w in caught if "deprecated" not in str(w.message)]))
+    if args.json:
+        print(json.dumps({"answer": answer.text, "warnings": notes, "audio_seconds_used": answer.audio_seconds,
+                          "model": args.model or "default"}))
+    else:
+        for n in notes:
+            print(f"warning: {n}", file=sys.stderr)
+        print(answer.text)
+    return 0
+
+
+def cmd_model_info(args) -> int:
+    from audioflamingo.config import load_model_config
+    from audioflamingo.model.loading import build_model, load_model
+
+    if args.preset:
+        model = build_model(load_model_config(args.preset), meta=True, seed=None)
+    else:
+        model = load_model(args.model)
+    counts = model.count_parameters()
+    if args.json:
+        print(json.dumps(counts))
+    else:
+        for k, v in counts.items():
+            print(f"{k:10s} {v:>15,d}  ({v / 1e9:.3f} B)")
+    return 0

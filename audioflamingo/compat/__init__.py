@@ -1,0 +1,1 @@
+"""Compatibility with the reference Audio Flamingo 1 release: checkpoint key layouts, prompt strings."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (pure functions), tasks as data, the runner, baselines and reports."""

@@ -1,0 +1,252 @@
+"""The Audio Flamingo model: audio encoder + transformation layers + a Hugging Face causal LM whose decoder
+layers are each preceded (every `xattn.every`-th) by a gated cross-attention dense block.
+
+The HF LM is left as it is; each decoder layer is wrapped in a `FlamingoLayer`, and the audio context
+travels to it as a keyword argument of the LM's forward (HF passes unknown keywords down to the layers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from audioflamingo.audio import Clip, load_audio, make_windows
+from audioflamingo.config import ModelConfig
+from audioflamingo.model.cache import AudioContext, AudioTokens, FlamingoCache
+from audioflamingo.model.encoder import build_encoder
+from audioflamingo.model.inference import InferenceMixin
+from audioflamingo.model.xattn import GatedCrossAttentionBlock, RepresentationTransform
+from audioflamingo.text import IGNORE, MediaIds
+
+
+class FlamingoLayer(nn.Module):
+    """A decoder layer with an optional gated cross-attention block in front of it."""
+
+    def __init__(self, decoder_layer: nn.Module, xattn: GatedCrossAttentionBlock | None, index: int):
+        super().__init__()
+        self.decoder_layer = decoder_layer
+        self.xattn = xattn
+        self.index = index
+
+    def forward(self, hidden_states, *args, audio_ctx: AudioContext | None = None, **kwargs):
+        if self.xattn is not None and audio_ctx is not None:
+            kv = audio_ctx.keys_values(self.index, self.xattn)
+            hidden_states = self.xattn(hidden_states, kv, audio_ctx.allow)  # (B, T, D)
+        return self.decoder_layer(hidden_states, *args, **kwargs)
+
+    def __getattr__(self, name):  # HF models read attributes such as `attention_type` off their layers
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("decoder_layer"), name)
+
+
+def _hash_state(state: dict) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(state.items()):
+        h.update(name.encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def decoder_layers(lm: nn.Module) -> nn.ModuleList:
+    """The ModuleList of decoder layers of any HF causal LM (OPT/Llama/Qwen2: .layers, GPT-2: .h)."""
+    decoder = lm.get_decoder() if hasattr(lm, "get_decoder") else lm
+    for name in ("layers", "h", "blocks"):
+        layers = getattr(decoder, name, None)
+        if isinstance(layers, nn.ModuleList):
+            return layers
+    raise ValueError(f"cannot find the decoder layers of {type(lm).__name__}; expected .layers or .h")
+
+
+def lm_width(lm: nn.Module) -> int:
+    return lm.get_input_embeddings().weight.shape[1] if lm.get_input_embeddings() is not None else lm.config.hidden_size
+
+
+class AudioFlamingo(InferenceMixin, nn.Module):
+    def __init__(self, config: ModelConfig, lm: nn.Module, tokenizer=None, vocab_size: int | None = None):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        a, e = config.audio, config.encoder
+        self.encoder = build_encoder(e, a.sample_rate, a.window_samples)
+        self.transform = RepresentationTransform(e.out_dim, config.transform)
+        if tokenizer is not None or vocab_size is not None:
+            lm.resize_token_embeddings(vocab_size or len(tokenizer), mean_resizing=False)
+        self.lm = lm
+        layers = decoder_layers(lm)
+        D = lm_width(lm)
+        for i in range(len(layers)):
+            block = GatedCrossAttentionBlock(D, e.out_dim, config.xattn) if i % config.xattn.every == 0 else None
+            layers[i] = FlamingoLayer(layers[i], block, i)
+        self.media = MediaIds.of(tokenizer) if tokenizer is not None else None
+
+    # ------------------------------------------------------------------------------------------------
+    # parameters
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def xattn_blocks(self) -> list[GatedCrossAttentionBlock]:
+        return [l.xattn for l in decoder_layers(self.lm) if l.xattn is not None]
+
+    def param_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Named parameters by part: encoder, transform, xattn, embeddings (input/output), lm (the rest)."""
+        groups = {"encoder": [], "transform": [], "xattn": [], "embeddings": [], "lm": []}
+        emb = {id(self.lm.get_input_embeddings().weight)}
+        out = self.lm.get_output_embeddings()
+        if out is not None:
+            emb.add(id(out.weight))
+        for name, p in self.named_parameters():
+            if name.startswith("encoder."):
+                groups["encoder"].append((name, p))
+            elif name.startswith("transform."):
+                groups["transform"].append((name, p))
+            elif ".xattn." in name:
+                groups["xattn"].append((name, p))
+            elif id(p) in emb:
+                groups["embeddings"].append((name, p))
+            else:
+                groups["lm"].append((name, p))
+        return groups
+
+    def count_parameters(self) -> dict[str, int]:
+        g = {k: sum(p.numel() for _, p in v) for k, v in self.param_groups().items()}
+        counts = {"lm": g["lm"] + g["embeddings"], "xattn": g["xattn"], "transform": g["transform"], "encoder": g["encoder"]}
+        counts["total"] = counts["lm"] + counts["xattn"] + counts["transform"]  # AF1 counts without the encoder
+        return {"total": counts["total"], **{k: counts[k] for k in ("lm", "xattn", "transform", "encoder")}}
+
+    def fingerprint(self) -> str:
+        """A short hash of every weight: names the exact model in evaluation reports."""
+        return _hash_state(self.state_dict())
+
+    def embedding_fingerprint(self) -> str:
+        """A short hash of the audio tower's weights: retrieval indexes refuse other encoders."""
+        return _hash_state(self.encoder.state_dict())
+
+    # ------------------------------------------------------------------------------------------------
+    # audio
+
+    def load_clip(self, source) -> Clip:
+        return load_audio(source, self.config.audio.sample_rate, self.config.audio)
+
+    def encode_windows(self, windows: torch.Tensor) -> torch.Tensor:
+        """(W_total, S) every real window of the batch, in ONE encoder call -> (W_total, N, E)."""
+        return self.encoder(windows.to(self.device))
+
+    def encode_audio(self, audios: list[list[Clip]]) -> AudioTokens:
+        """B samples, each a list of A_b clips -> AudioTokens (B, L, E).
+
+        Only real windows are encoded, all in one encoder call, and a Clip object that appears in
+        several samples (shared in-context examples) is encoded once.
+        """
+        cfg = self.config.audio
+        E = self.config.encoder.out_dim
+        unique: dict[int, int] = {}  # id(clip) -> row in the unique list
+        clips = []
+        for sample in audios:
+            for c in sample:
+                if id(c) not in unique:
+                    unique[id(c)] = len(clips)
+                    clips.append(c)
+        if not clips:
+            return AudioTokens(torch.zeros(len(audios), 1, E, device=self.device), torch.full((len(audios), 1), -1, dtype=torch.long, device=self.device))
+        per_audio = [make_windows(c, cfg) for c in clips]  # U x (W_i, S)
+        counts = [w.shape[0] for w in per_audio]
+        feats = self.encode_windows(torch.cat(per_audio))  # (W_total, N, E)
+        x, pad = self.pack_windows(feats, counts)  # (U, Lmax, E), (U, Lmax)
+        x = self.transform(x, pad)  # (U, Lmax, E)
+        lengths = (~pad).sum(1).tolist()  # tokens per audio
+        L = max(1, max(sum(lengths[unique[id(c)]] for c in sample) for sample in audios))
+        tokens = x.new_zeros(len(audios), L, E)  # (B, L, E)
+        audio_index = torch.full((len(audios), L), -1, dtype=torch.long, device=x.device)  # (B, L)
+        for b, sample in enumerate(audios):
+            at = 0
+            for j, c in enumerate(sample):
+                u = unique[id(c)]
+                n = lengths[u]
+                tokens[b, at : at + n] = x[u, :n]
+                audio_index[b, at : at + n] = j
+                at += n
+        return AudioTokens(tokens, audio_index)
+
+    @staticmethod
+    def pack_windows(feats: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W_total, N, E) window features + windows per audio -> (A, Lmax, E) tokens, (A, Lmax) bool pad mask."""
+        E = feats.shape[-1]
+        chunks = [c.reshape(-1, E) for c in feats.split(counts)]  # A x (W_i*N, E)
+        Lmax = max(c.shape[0] for c in chunks)
+        x = feats.new_zeros(len(chunks), Lmax, E)  # (A, Lmax, E)
+        pad = torch.ones(len(chunks), Lmax, dtype=torch.bool, device=feats.device)  # (A, Lmax) True = pad
+        for i, c in enumerate(chunks):
+            x[i, : len(c)], pad[i, : len(c)] = c, False
+        return x, pad
+
+    @torch.no_grad()
+    def embed_audio(self, sources, batch_size: int = 32) -> torch.Tensor:
+        """CLAP audio embeddings: list of paths / (samples, rate) -> (n, E), L2-normalised mean over windows."""
+        out = []
+        for i in range(0, len(sources), batch_size):
+            clips = [self.load_clip(s) for s in sources[i : i + batch_size]]
+            wins = [make_windows(c, self.config.audio) for c in clips]
+            feats = self.encode_windows(torch.cat(wins))  # (W_total, N, E)
+            for f in feats.split([w.shape[0] for w in wins]):
+                out.append(F.normalize(f.float().mean(dim=(0, 1)), dim=-1))  # (E,)
+        return torch.stack(out) if out else torch.zeros(0, self.config.encoder.out_dim)
+
+    # ------------------------------------------------------------------------------------------------
+    # forward
+
+    def audio_context(self, input_ids, audio: AudioTokens | None, cache: FlamingoCache | None) -> AudioContext | None:
+        if audio is None:
+            return None
+        prev = cache.media_count if (cache is not None and cache.media_count is not None) else 0
+        media_count = torch.cumsum((input_ids == self.media.audio).long(), dim=1) + (
+            prev[:, None] if torch.is_tensor(prev) else 0
+        )  # (B, T): the k-th <audio> and every token after it see audios 0..k-1 (1-based count)
+        idx = audio.audio_index[:, None, :]  # (B, 1, L)
+        allow = (idx >= 0) & (idx < media_count[:, :, None])  # (B, T, L)
+        if cache is not None:
+            cache.media_count = media_count[:, -1]
+            return AudioContext(audio, allow, cache.audio_kv)
+        return AudioContext(audio, allow, {})
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        audio: AudioTokens | None = None,
+        labels: torch.Tensor | None = None,
+        cache: FlamingoCache | None = None,
+    ):
+        """input_ids (B, T), attention_mask (B, T) long 1 = real, labels (B, T) with IGNORE elsewhere.
+
+        Returns (logits (B, T, V), loss or None). With `cache`, input_ids are the new tokens only and
+        the cache is updated in place.
+        """
+        B, T = input_ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        full_mask = attention_mask if cache is None or cache.attention_mask is None else torch.cat([cache.attention_mask, attention_mask], 1)  # (B, T_past+T)
+        positions = (full_mask.cumsum(1) - 1).clamp(min=0)[:, -T:]  # (B, T): left padding keeps real positions
+        ctx = self.audio_context(input_ids, audio, cache)
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=full_mask,
+            position_ids=positions,
+            cache=cache.lm_cache if cache is not None else None,
+            use_cache=cache is not None,
+            audio_ctx=ctx,
+        )
+        if cache is not None:
+            cache.lm_cache = out.cache if "cache" in out else out.past_key_values
+            cache.attention_mask = full_mask
+        logits = out.logits  # (B, T, V)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE)
+        return logits, loss

@@ -1,0 +1,149 @@
+"""The user-facing methods of the model: ask (generate answers), score_options (rank labels by
+log-likelihood), built on the one template module and the decoding loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+
+from audioflamingo.model.generate import GenerationConfig, generate
+from audioflamingo.text import IGNORE, encode, icl_text, pad_batch, single_text
+
+
+@dataclass
+class Answer:
+    text: str
+    warnings: list[str] = field(default_factory=list)
+    audio_seconds: list[float] = field(default_factory=list)  # seconds of each audio the model used
+    examples: list[dict] = field(default_factory=list)  # in-context examples used (id, score, answer)
+    prompt: str = ""
+
+
+def _is_audio(x) -> bool:
+    """A single audio source: a path, bytes, a Clip, or a (samples, rate) pair."""
+    import numpy as np
+
+    from audioflamingo.audio import Clip
+
+    if isinstance(x, tuple) and len(x) == 2 and isinstance(x[1], int) and hasattr(x[0], "__len__") and not isinstance(x[0], str):
+        return True
+    return isinstance(x, (str, bytes, Clip, np.ndarray)) or hasattr(x, "__fspath__")
+
+
+def _gen_config(generation: GenerationConfig | str | None, kwargs: dict) -> GenerationConfig:
+    names = {f.name for f in fields(GenerationConfig)}
+    unknown = sorted(set(kwargs) - names)
+    if unknown:
+        raise TypeError(f"unknown generation option(s) {unknown}; known: {sorted(names)}")
+    if isinstance(generation, GenerationConfig):
+        return GenerationConfig(**{**generation.__dict__, **kwargs})
+    return GenerationConfig.preset(generation or "greedy", **kwargs)
+
+
+class InferenceMixin:
+    """Mixed into AudioFlamingo: needs .tokenizer, .media, .config, .load_clip, .encode_audio, forward."""
+
+    def _normalise(self, audio, prompt):
+        """-> (batched?, [list of sources per sample], [prompt per sample])."""
+        if isinstance(prompt, str):
+            audios = [audio] if _is_audio(audio) else list(audio)
+            return False, [audios], [prompt]
+        prompts = list(prompt)
+        if _is_audio(audio) or len(audio) != len(prompts):
+            raise ValueError(f"a batch of {len(prompts)} prompts needs a list of {len(prompts)} audios (each a source or a list)")
+        return True, [[a] if _is_audio(a) else list(a) for a in audio], prompts
+
+    def _shots(self, examples, prompts) -> list[list[tuple]]:
+        """examples -> per item [(clip, prompt, answer)]. Shared examples ([(audio, answer)] or
+        [{"audio", "answer", "prompt"?}]) are loaded once and the same Clip objects are given to every
+        item (encode_audio encodes each distinct clip once); per-item examples are a list of lists."""
+        if not examples:
+            return [[] for _ in prompts]
+        per_item = all(isinstance(e, list) for e in examples)
+        if per_item and len(examples) != len(prompts):
+            raise ValueError(f"{len(examples)} example lists for {len(prompts)} prompts")
+        groups = examples if per_item else [examples] * len(prompts)
+        loaded: dict = {}
+        out = []
+        for p, group in zip(prompts, groups):
+            shots = []
+            for ex in group:
+                audio, prompt, ans = (ex["audio"], ex.get("prompt") or p, ex["answer"]) if isinstance(ex, dict) else (ex[0], p, ex[1])
+                key = id(ex) if not per_item else None
+                clip = loaded.get(key) if key is not None else None
+                if clip is None:
+                    clip = self.load_clip(audio)
+                    if key is not None:
+                        loaded[key] = clip
+                shots.append((clip, prompt, ans, ex.get("id") if isinstance(ex, dict) else None, ex.get("score") if isinstance(ex, dict) else None))
+            out.append(shots)
+        return out
+
+    def _text(self, prompt, n_audios, task, shots, answer=None):
+        bos = self.tokenizer.bos_token or self.tokenizer.eos_token
+        eos = self.tokenizer.eos_token
+        if shots:
+            return icl_text([(sp, sa) for _, sp, sa, *_ in shots], prompt, answer, bos, eos, n_audios)
+        return single_text(prompt, answer, task, n_audios, bos, eos)
+
+    @torch.no_grad()
+    def answer(self, audio, prompt, *, task=None, examples=None, generation=None, on_tokens=None, **gen) -> list[Answer]:
+        """Batched generation with details. `examples`: shared [(audio, answer)] shown before every query
+        (their audio encoded once for the batch), or one list of {"audio","prompt","answer"} per item."""
+        cfg = _gen_config(generation, gen)
+        _, sources, prompts = self._normalise(audio, prompt)
+        clips = [[self.load_clip(s) for s in srcs] for srcs in sources]
+        shots = self._shots(examples, prompts)
+        texts = [self._text(p, len(c), task, sh) for p, c, sh in zip(prompts, clips, shots)]
+        ids = [encode(self.tokenizer, t)[0] for t in texts]
+        input_ids, mask = pad_batch(ids, self.media.pad, side="left")  # (B, T)
+        audio_tokens = self.encode_audio([[sh[0] for sh in shot] + c for shot, c in zip(shots, clips)])  # shots first
+        dev = self.device
+        out = generate(self, input_ids.to(dev), mask.to(dev), audio_tokens, cfg, {self.media.eoc, self.media.eos}, on_tokens)
+        answers = []
+        for toks, c, t, shot in zip(out, clips, texts, shots):
+            text = self.tokenizer.decode(toks, skip_special_tokens=True)
+            for s in cfg.stop:
+                text = text.split(s)[0]
+            warnings = list(dict.fromkeys(w for clip in [sh[0] for sh in shot] + c for w in clip.warnings))
+            used = [min(clip.seconds, self.config.audio.max_seconds) for clip in c]
+            used_examples = [{"id": sid, "score": sc, "answer": sa, "audio": sclip.path} for sclip, _, sa, sid, sc in shot]
+            answers.append(Answer(text.strip(), warnings, used, used_examples, t))
+        return answers
+
+    def ask(self, audio, prompt, **kwargs):
+        """Answer `prompt` about `audio` -> str; lists of prompts and audios -> list[str] (one batch)."""
+        batched, _, _ = self._normalise(audio, prompt)
+        answers = self.answer(audio, prompt, **kwargs)
+        return [a.text for a in answers] if batched else answers[0].text
+
+    @torch.no_grad()
+    def score_options(self, audio, prompt, options, *, task=None, examples=None, normalize: bool = False) -> list[list[float]]:
+        """Log-likelihood of each option as the answer. audio/prompt as in `ask` (batched: lists);
+        options: one list of strings per sample (or one list for a single prompt) -> [[logp per option]]."""
+        batched, sources, prompts = self._normalise(audio, prompt)
+        options = [options] if not batched else options
+        clips = [[self.load_clip(s) for s in srcs] for srcs in sources]
+        shots = self._shots(examples, prompts)
+        audio_tokens = self.encode_audio([[sh[0] for sh in shot] + c for shot, c in zip(shots, clips)])
+        result = []
+        for b, (p, c, opts, shot) in enumerate(zip(prompts, clips, options, shots)):
+            seqs, labs = [], []
+            for o in opts:
+                ids, lab = encode(self.tokenizer, self._text(p, len(c), task, shot, answer=o))
+                seqs.append(ids)
+                labs.append(lab)
+            input_ids, mask = pad_batch(seqs, self.media.pad, side="right")  # (O, T)
+            labels, _ = pad_batch(labs, IGNORE, side="right")  # (O, T)
+            rows = torch.full((len(opts),), b, dtype=torch.long, device=self.device)
+            logits, _ = self(input_ids.to(self.device), mask.to(self.device), audio_tokens.select(rows))
+            logp = logits[:, :-1].float().log_softmax(-1)  # (O, T-1, V)
+            tgt = labels[:, 1:].to(self.device)  # (O, T-1)
+            keep = tgt != IGNORE
+            tok_lp = logp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0] * keep  # (O, T-1)
+            total = tok_lp.sum(-1)
+            if normalize:
+                total = total / keep.sum(-1).clamp(min=1)
+            result.append(total.tolist())
+        return result
