@@ -95,8 +95,8 @@ def test_through_the_console_script(tmp_path, manifest, fake_model):
 
 @pytest.mark.skipif(not importable("audioflamingo.model.loading"), reason="the model is not in this checkout yet")
 def test_real_model_builds_and_finds_its_own_neighbours(tmp_path, manifest):
-    """The bundled model: an index built with it, searched with a clip close to two of the items."""
-    model = audioflamingo.load_model()
+    """A real (tiny, random) model as the embedder: build, fingerprint, and the neighbour rule."""
+    model = audioflamingo.load_model("tiny")
     from audioflamingo.retrieval import NeighbourConfig, build_index, retrieve
 
     index = build_index(manifest, tmp_path / "ix", model, progress=False)
