@@ -277,6 +277,8 @@ class AudioIndex:
         """Trade speed for recall on an approximate index (ignored by flat)."""
         cfg = self.config
         cfg.nprobe, cfg.ef_search = nprobe or cfg.nprobe, ef_search or cfg.ef_search
+        if cfg.nprobe and cfg.nlist:
+            cfg.nprobe = min(cfg.nprobe, cfg.nlist)  # more cells than exist = all of them
         if self._index is None:
             return
         if cfg.kind == "ivf" and cfg.nprobe:
