@@ -138,7 +138,8 @@ def run(quick: bool = True, seed: int = 0, threads: int | None = None, sizes: li
         print(f"target at 1 M on {d} data (approximate: p50 < {TARGET['p50_ms']} ms, recall@10 >= {TARGET['recall@10']}): {verdict}")
     for r in results:  # headlines: lowrank data, default search settings
         if r["data"] == "lowrank" and (r["kind"] == "flat" or r["params"].get("ef_search") == 128):
-            tag = f"{r['kind']}_{r['n'] // 1000}k"
+            n = r["n"]
+            tag = f"{r['kind']}_" + (f"{n // 10**6}M" if n >= 10**6 else f"{n // 1000}k" if n >= 1000 else str(n))
             out[f"{tag}_p50_ms"], out[f"{tag}_recall@10"] = r["p50_ms"], r["recall@10"]
     return out
 
