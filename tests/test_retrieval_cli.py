@@ -121,3 +121,10 @@ def test_rag_arguments_for_ask(tmp_path, make_wav):
     assert index_cli.rag_kwargs(args) == {"rag": "ix", "shots": 2, "order": "nearest_last",
                                           "examples": [(str(ex), "a dog"), (str(ex), "b=c")]}  # fmt: skip
     assert index_cli.rag_kwargs(parser.parse_args([])) == {"rag": None, "shots": 0, "order": "nearest_last", "examples": None}
+
+
+def test_rag_arguments_join_a_parser_that_has_example_already():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--example", action="append", default=[])
+    index_cli.add_rag_arguments(parser)
+    assert parser.parse_args(["--rag", "ix", "--example", "a=b"]).example == ["a=b"]

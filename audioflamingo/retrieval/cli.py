@@ -95,8 +95,9 @@ def add_rag_arguments(parser) -> None:
     g.add_argument("--shots", type=int, default=4, help="examples retrieved per query with --rag (default 4)")
     g.add_argument("--shot-order", choices=("nearest_last", "nearest_first", "shuffle"), default="nearest_last",
                    help="order of retrieved examples; default: the nearest right before the query")  # fmt: skip
-    g.add_argument("--example", metavar="AUDIO=ANSWER", action="append", default=[],
-                   help="a user-given example, shown before retrieved ones (repeatable)")  # fmt: skip
+    if "--example" not in parser._option_string_actions:  # `ask` may define it already
+        g.add_argument("--example", metavar="AUDIO=ANSWER", action="append", default=[],
+                       help="a user-given example, shown before retrieved ones (repeatable)")  # fmt: skip
 
 
 def rag_kwargs(args) -> dict:
