@@ -62,13 +62,27 @@ def latencies_ms(index: AudioIndex, queries: np.ndarray) -> tuple[np.ndarray, np
     return np.array(lat), np.stack(pos)  # (q,), (q, K)
 
 
-def bench_size(n: int, rng: np.random.Generator, data: str = "iid") -> list[dict]:
+def exact_top(base: np.ndarray, queries: np.ndarray, chunk: int = 200_000) -> np.ndarray:
+    """Exact top-K positions by brute force (q, K), when the flat index is not part of the run."""
+    best_s = np.full((len(queries), K), -np.inf, np.float32)  # (q, K)
+    best_p = np.zeros((len(queries), K), np.int64)  # (q, K)
+    for s in range(0, len(base), chunk):
+        sims = queries @ base[s : s + chunk].T  # (q, b)
+        cand_s = np.concatenate([best_s, sims], axis=1)  # (q, K + b)
+        cand_p = np.concatenate([best_p, np.broadcast_to(np.arange(s, s + sims.shape[1]), sims.shape)], axis=1)
+        top = np.argsort(-cand_s, axis=1)[:, :K]  # (q, K)
+        best_s, best_p = np.take_along_axis(cand_s, top, 1), np.take_along_axis(cand_p, top, 1)
+    return best_p
+
+
+def bench_size(n: int, rng: np.random.Generator, data: str = "iid", kinds=("flat", "ivf", "hnsw"), **hnsw) -> list[dict]:
     base, queries = random_unit(rng, n, data), random_unit(rng, QUERIES, data)
     ids = np.arange(n).astype(str).tolist()
-    rows, exact = [], None
-    for kind in ("flat", "ivf", "hnsw"):
+    rows, exact = [], None if "flat" in kinds else exact_top(base, queries)
+    for kind in kinds:
         t0 = time.perf_counter()
-        index = AudioIndex.build(ids, base, None, "bench", IndexConfig(kind=kind, nlist=IVF_NLIST.get(n) if kind == "ivf" else None))
+        extra = {"nlist": IVF_NLIST.get(n)} if kind == "ivf" else hnsw if kind == "hnsw" else {}
+        index = AudioIndex.build(ids, base, None, "bench", IndexConfig(kind=kind, **extra))
         build_s = time.perf_counter() - t0
         for params in SWEEP[kind]:
             index.set_search_params(**params)
@@ -112,10 +126,11 @@ def markdown(results: list[dict]) -> str:
 
 
 def run(quick: bool = True, seed: int = 0, threads: int | None = None, sizes: list[int] | None = None,
-        data: tuple[str, ...] | None = None) -> dict:  # fmt: skip
+        data: tuple[str, ...] | None = None, kinds=("flat", "ivf", "hnsw"), **hnsw) -> dict:  # fmt: skip
     """Benchmark, print a table, return a JSON-able dict (`table` is markdown; numbers at the top level
     are headlines). `threads` = faiss OpenMP threads for building (default: all cores); single queries
-    always run on one thread (AudioIndex.search does that for small batches)."""
+    always run on one thread (AudioIndex.search does that for small batches). `hnsw`: hnsw_m,
+    ef_construction overrides."""
     if threads:
         faiss.omp_set_num_threads(threads)
     todo = plan(quick, sizes, data)
@@ -124,7 +139,7 @@ def run(quick: bool = True, seed: int = 0, threads: int | None = None, sizes: li
     print(f"retrieval index benchmark: {DIM}-d random unit vectors, {QUERIES} queries one at a time, k={K}; {machine}")
     print(f"{'data':<8} {'n':>9} {'kind':<5} {'params':<44} {'build s':>9} {'p50 ms':>8} {'p99 ms':>8} {'recall@10':>9}")
     rng = np.random.default_rng(seed)
-    results = [r for d, n in todo for r in bench_size(n, rng, d)]
+    results = [r for d, n in todo for r in bench_size(n, rng, d, tuple(kinds), **hnsw)]
     out = {"benchmark": "retrieval", "setup": {"dim": DIM, "k": K, "queries": QUERIES, "plan": todo}, "machine": machine,
            "results": results, "target": TARGET, "target_met": {}, "table": markdown(results)}  # fmt: skip
     for d in sorted({d for d, _ in todo}):
@@ -151,8 +166,12 @@ if __name__ == "__main__":
     ap.add_argument("--sizes", type=int, nargs="+", default=None, help="item counts (overrides the plan)")
     ap.add_argument("--data", nargs="+", default=None, choices=["iid", "lowrank"], help="data kinds (overrides the plan)")
     ap.add_argument("--threads", type=int, default=None, help="faiss threads for building (default: all cores)")
+    ap.add_argument("--kinds", nargs="+", default=["flat", "ivf", "hnsw"], choices=["flat", "ivf", "hnsw"])
+    ap.add_argument("--hnsw-m", type=int, default=None, help="hnsw graph degree (default: the library's)")
+    ap.add_argument("--ef-construction", type=int, default=None, help="hnsw build breadth (default: the library's)")
     a = ap.parse_args()
-    result = run(a.quick, threads=a.threads, sizes=a.sizes, data=tuple(a.data) if a.data else None)
+    hnsw = {k: v for k, v in (("hnsw_m", a.hnsw_m), ("ef_construction", a.ef_construction)) if v is not None}
+    result = run(a.quick, threads=a.threads, sizes=a.sizes, data=tuple(a.data) if a.data else None, kinds=a.kinds, **hnsw)
     if a.json:
         with open(a.json, "w") as f:
             json.dump(result, f, indent=2)

@@ -22,3 +22,23 @@ def test_benchmark_runs_small_and_is_json(monkeypatch, capsys):
 def test_plans():
     assert ("lowrank", 1_000_000) not in bench.plan(quick=True)
     assert ("lowrank", 1_000_000) in bench.plan(quick=False)
+
+
+def test_brute_force_ground_truth_equals_the_flat_index():
+    import numpy as np
+
+    from audioflamingo.retrieval.index import AudioIndex
+
+    rng = np.random.default_rng(0)
+    base, queries = bench.random_unit(rng, 2000, "lowrank"), bench.random_unit(rng, 20, "lowrank")
+    flat = AudioIndex.build([str(i) for i in range(2000)], base, None, "fp").search(queries, bench.K)[1]
+    np.testing.assert_array_equal(bench.exact_top(base, queries, chunk=300), flat)
+
+
+def test_normalize_does_not_copy_unit_rows():
+    import numpy as np
+
+    from audioflamingo.retrieval.index import normalize
+
+    x = bench.random_unit(np.random.default_rng(1), 10, "iid")
+    assert normalize(x) is x or np.shares_memory(normalize(x), x)

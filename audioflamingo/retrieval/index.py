@@ -68,6 +68,8 @@ def normalize(vectors) -> np.ndarray:
     if not np.isfinite(x).all():
         raise RetrievalError("embeddings hold NaN or inf values")
     norms = np.linalg.norm(x, axis=1, keepdims=True)  # (n, 1)
+    if np.abs(norms - 1).max(initial=0) < 1e-5:  # already unit rows: no copy (1 M x 512 floats = 2 GB)
+        return np.ascontiguousarray(x)
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12))  # (n, c)
 
 
