@@ -200,14 +200,14 @@ def load_af1(checkpoint, clapcap=None, lm=None, device=None, dtype=None, tokeniz
         cfg.lm.path = str(lm)
     if chat:
         cfg.audio.audio_slots = AUDIO_SLOTS["chat"]
+    name = str(checkpoint) if not isinstance(checkpoint, dict) else "AF1 state dict"
+    parts = split_official_state_dict(read_official(checkpoint, trust_pickle))
     if tokenizer is None or isinstance(tokenizer, (str, Path)):
         spec = tokenizer or lm or cfg.lm.tokenizer
         if spec is None:
             raise ValueError("load_af1: pass lm= (the opt-iml-max-1.3b folder: config and tokenizer) or tokenizer=")
         tokenizer = load_tokenizer(spec)
     dtype = _dtype(dtype)
-    name = str(checkpoint) if not isinstance(checkpoint, dict) else "AF1 state dict"
-    parts = split_official_state_dict(read_official(checkpoint, trust_pickle))
     model = build_model(cfg, tokenizer, meta=True)
     emb, out = model.lm.get_input_embeddings(), model.lm.get_output_embeddings()
     tied = out is not None and out.weight is emb.weight
@@ -262,3 +262,25 @@ def convert_af1(checkpoint, out, clapcap=None, lm=None, dtype=None, chat: bool =
     model = load_af1(checkpoint, clapcap=clapcap, lm=lm, dtype=dtype, chat=chat, trust_pickle=trust_pickle)
     save_pretrained(model, out)
     return Path(out), model.load_notes
+
+
+@torch.no_grad()
+def af1_chat(model, audio, dialogue: list[dict], generation=None, **gen) -> str:
+    """One AF1 chat turn (load `chat.pt` with chat=True): `dialogue` = [{"user", "assistant"}, …, {"user"}]
+    about one audio -> the assistant's reply, with AF1's chat string and its demo sampling (top-k 50, top-p 0.95)."""
+    from audioflamingo.compat.af1_prompts import CHAT_SAMPLING, MAX_NEW_TOKENS, chat_prompt, leading_specials
+    from audioflamingo.model.generate import GenerationConfig, generate
+
+    if not dialogue or "assistant" in dialogue[-1]:
+        raise ValueError("af1_chat: the dialogue must end with a {'user': …} turn awaiting the reply")
+    if generation is None:
+        sampling = {k: v for k, v in CHAT_SAMPLING.items() if k != "num_return_sequences"}
+        generation = GenerationConfig(**{"max_new_tokens": MAX_NEW_TOKENS, **sampling, **gen})
+    elif not isinstance(generation, GenerationConfig):
+        generation = GenerationConfig.preset(generation, **gen)
+    tok = model.tokenizer
+    text = leading_specials(tok) + chat_prompt(dialogue, bos=tok.eos_token, eos=tok.eos_token)
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]], device=model.device)  # (1, T)
+    audio_tokens = model.encode_audio([[model.load_clip(audio)]])
+    out = generate(model, ids, torch.ones_like(ids), audio_tokens, generation, {model.media.eoc, model.media.eos})
+    return tok.decode(out[0], skip_special_tokens=True).strip()
