@@ -181,8 +181,16 @@ def test_trainable_only_checkpoint_takes_decoder_layers_from_the_lm_folder(lm_di
     assert any("LM tensors taken from" in n for n in model.load_notes)
 
 
-def test_bfloat16_load_casts_every_weight(lm_dir):
+def test_bfloat16_load_through_load_model_casts_every_weight(lm_dir):
     clap, _ = clapcap_state()
-    model = load_af1(official_state(), clapcap=clap, lm=lm_dir, overrides=OVERRIDES, dtype="bf16")
+    model = load_model("af1", checkpoint=official_state(), clapcap=clap, lm=lm_dir, overrides=OVERRIDES, dtype="bfloat16")
     assert model.lm.model.decoder.layers[0].xattn.to_q.weight.dtype == torch.bfloat16
     assert model.transform.input_norm.weight.dtype == torch.bfloat16
+    assert not model.training
+
+
+def test_a_tokenizer_of_the_wrong_size_is_explained(lm_dir):
+    state = random_official_state(AF1Geometry(**{**GEOMETRY.__dict__, "vocab": VOCAB + 4}))
+    state["audio_transformer.position_enc.pos_table"] = interleaved_sinusoids(16, 8)[None]
+    with pytest.raises(AF1CheckpointError, match=r"embed_tokens.weight: checkpoint \(265, 16\), model \(261, 16\).*len\(tokenizer\) = 261"):
+        load_af1(state, clapcap=clapcap_state()[0], lm=lm_dir, overrides=OVERRIDES)

@@ -157,6 +157,9 @@ def map_official_state(parts, own: dict, skip: set, source: str = "checkpoint", 
         elif (diff := (table[0] - interleaved_sinusoids(table.shape[1], positions_width)).abs().max().item()) > 1e-4:
             values.append(f"{official_name(pos)} differs from AF1's sinusoid table (transform.positions: interleaved) by {diff:.2e}")
     unexpected = sorted(official_name(s) for s in available if s not in used) + sorted(parts.other)
+    if any("embed_tokens" in s for s in shapes):
+        shapes.append(f"(the embedding rows are len(tokenizer) = {own['lm.model.decoder.embed_tokens.weight'].shape[0]} "
+                      "with <audio>, <|endofchunk|>, <SEP> added: AF1 needs OPT's 50265-token tokenizer -> 50268)")
     _report(source, missing, unexpected, shapes, values)
     return state
 
