@@ -44,6 +44,7 @@ def lm_dir(tmp_path_factory):
 def official_state():
     state = random_official_state(GEOMETRY, seed=1)
     state["audio_transformer.position_enc.pos_table"] = interleaved_sinusoids(16, 8)[None]  # as in the release
+    state["lang_encoder.lm_head.weight"] = state["lang_encoder.model.decoder.embed_tokens.weight"]  # tied, as saved
     return state
 
 
@@ -162,11 +163,12 @@ def test_missing_unexpected_and_misshaped_keys_are_named(lm_dir):
             "(transform.layers.layers.0.linear1.weight)") in msg
 
 
-def test_a_foreign_position_table_is_refused(lm_dir):
+def test_a_foreign_position_table_and_an_untied_lm_head_are_refused(lm_dir):
     state = official_state()
     state["audio_transformer.position_enc.pos_table"] = state["audio_transformer.position_enc.pos_table"] + 0.01
+    state["lang_encoder.lm_head.weight"] = state["lang_encoder.lm_head.weight"] + 1.0
     clap, _ = clapcap_state()
-    with pytest.raises(AF1CheckpointError, match="wrong values.*pos_table differs"):
+    with pytest.raises(AF1CheckpointError, match="wrong values \\(2\\): lang_encoder.lm_head.weight differs.*pos_table differs"):
         load_af1(state, clapcap=clap, lm=lm_dir, overrides=OVERRIDES)
 
 
@@ -194,3 +196,57 @@ def test_a_tokenizer_of_the_wrong_size_is_explained(lm_dir):
     state["audio_transformer.position_enc.pos_table"] = interleaved_sinusoids(16, 8)[None]
     with pytest.raises(AF1CheckpointError, match=r"embed_tokens.weight: checkpoint \(265, 16\), model \(261, 16\).*len\(tokenizer\) = 261"):
         load_af1(state, clapcap=clapcap_state()[0], lm=lm_dir, overrides=OVERRIDES)
+
+
+class _RefLayer(torch.nn.Module):
+    """An HF OPT decoder layer preceded by the reference xattn block (AF1's FlamingoLayer, restated)."""
+
+    def __init__(self, layer, w, media, media_mask, audio_token):
+        super().__init__()
+        self.layer, self.w, self.media, self.media_mask, self.audio_token = layer, w, media, media_mask, audio_token
+
+    def forward(self, hidden_states, *args, **kwargs):
+        x = af1_xattn_block(self.w, hidden_states, self.media, self.media_mask, self.audio_token, heads=HEADS, per_audio=4)
+        return self.layer(x, *args, **kwargs)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("layer"), name)
+
+
+def test_whole_model_equals_reference_composition(lm_dir):
+    """AF1's forward restated from the reference pieces: HF OPT with the official LM tensors, each layer after
+    `af1_xattn_block`, media = `af1_transform` over 4 slots with every zero window encoded, no padding mask.
+    Gates at 1 and larger audio projections make the audio matter: masking the padding in the transform
+    moves the logits by ~7e-5, hiding audio from the task prefix by ~0.2 (float32 agreement is ~1e-7)."""
+    from transformers import OPTForCausalLM
+
+    state = official_state()
+    for k in state:
+        if k.endswith(("attn_gate", "ff_gate")):
+            state[k] = torch.ones(1)
+        if k.endswith(("attn.to_out.weight", "attn.to_kv.weight")):
+            state[k] = state[k] * 10
+    model = load_af1(state, clapcap=clapcap_state()[0], lm=lm_dir, overrides=OVERRIDES)
+    parts = split_official_state_dict(state)
+    hf = OPTForCausalLM(model.lm.config).eval()
+    hf.load_state_dict(parts.lm, strict=False)
+    hf.tie_weights()
+    clip = Clip((0.3 * np.sin(np.arange(6000) / 5.0)).astype(np.float32), 16000)  # 2 windows + 2 padding slots
+    from audioflamingo.audio import make_windows
+
+    wins = make_windows(clip, model.config.audio)  # (2, S)
+    slots = torch.cat([wins, torch.zeros(2, wins.shape[1])])  # (4, S) AF1 encodes the zero windows too
+    with torch.no_grad():
+        media = af1_transform(parts.transform, model.encoder(slots).reshape(1, 4, 8), heads=HEADS)  # (1, 4, E)
+    mask = torch.tensor([[True, True, False, False]])
+    ids = torch.tensor([model.tokenizer("</s></s>the task is x. <audio>what?\nanswer:<SEP>", add_special_tokens=False)["input_ids"]])
+    layers = hf.model.decoder.layers
+    for i in range(len(layers)):
+        layers[i] = _RefLayer(layers[i], parts.xattn[i], media, mask, ids == model.media.audio)
+    with torch.no_grad():
+        ref = hf(input_ids=ids).logits
+        ours, _ = model(ids, audio=model.encode_audio([[clip]]))
+    torch.testing.assert_close(ours, ref, atol=2e-6, rtol=1e-5)

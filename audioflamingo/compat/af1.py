@@ -146,8 +146,11 @@ def map_official_state(parts, own: dict, skip: set, source: str = "checkpoint", 
         s = ("lm", None, key[len("lm."):])
         if s in available:
             used.add(s)
+            emb = available.get(("lm", None, "model.decoder.embed_tokens.weight"))
             if tuple(available[s].shape) != tuple(own[key].shape):
                 shapes.append(f"{official_name(s)}: checkpoint {tuple(available[s].shape)}, model {tuple(own[key].shape)}")
+            elif emb is not None and emb.shape == available[s].shape and not torch.equal(emb, available[s]):
+                values.append(f"{official_name(s)} differs from the input embeddings it is tied to")
     pos = ("transform", None, POS_TABLE)
     if pos in available and positions_width is not None:
         used.add(pos)
