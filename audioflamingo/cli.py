@@ -13,6 +13,7 @@ import sys
 COMMAND_MODULES = [
     "audioflamingo.commands.core",  # ask, model-info
     "audioflamingo.eval.cli",  # score, eval
+    "audioflamingo.compat.cli",  # convert af1, af1-chat
 ]
 
 
