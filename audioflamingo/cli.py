@@ -12,6 +12,7 @@ import sys
 
 COMMAND_MODULES = [
     "audioflamingo.commands.core",  # ask, model-info
+    "audioflamingo.data.cli",  # data build-corpus, check, stats, convert, export-shards
 ]
 
 
