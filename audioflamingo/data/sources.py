@@ -50,8 +50,10 @@ SFX_RULES: dict[str, list[tuple[str, dict]]] = {
         (r"default_(wood|gravel|grass|sand|snow|metal|dirt|ice|glass)_footstep", FOOT),
         (r"default_water_footstep", {"category": "water", "phrase": "footsteps splashing through water"}),
         (r"default_break_glass", {"category": "glass breaking", "phrase": "glass breaking"}),
-        (r"doors_(steel_|glass_)?door_(open|close)", {"category": "door", "phrase": "a door being {2}d"}),
-        (r"doors_fencegate_(open|close)", {"category": "door", "phrase": "a gate being {1}d"}),
+        (r"doors_(steel_|glass_)?door_open", {"category": "door", "phrase": "a door opening"}),
+        (r"doors_(steel_|glass_)?door_close", {"category": "door", "phrase": "a door closing"}),
+        (r"doors_fencegate_open", {"category": "door", "phrase": "a gate opening"}),
+        (r"doors_fencegate_close", {"category": "door", "phrase": "a gate closing"}),
         (r"fire_(fire|large|small)", {"category": "fire", "phrase": "a fire burning"}),
         (r"env_sounds_water", {"category": "water", "phrase": "flowing water"}),
         (r"tnt_explode", {"category": "explosion", "phrase": "an explosion"}),
@@ -71,7 +73,8 @@ SFX_RULES: dict[str, list[tuple[str, dict]]] = {
         (r"footsteps/(carpet|dirt|grass|gravel|sand|snow|stone|tile|wood|metal)\d*\.", FOOT),
         (r"footsteps/linoleum", {"category": "footsteps", "surface": "linoleum", "phrase": "footsteps on linoleum"}),
         (r"footsteps/splash", {"category": "water", "phrase": "splashing in water"}),
-        (r"doors/door\d-(open|close)", {"category": "door", "phrase": "a door being {1}d"}),
+        (r"doors/door\d-open", {"category": "door", "phrase": "a door opening"}),
+        (r"doors/door\d-close", {"category": "door", "phrase": "a door closing"}),
         (r"ambience/(fire\d*|smallfire|firesoft)\.", {"category": "fire", "phrase": "a fire burning"}),
         (r"ambience/(water\d*|waterfontain)\.", {"category": "water", "phrase": "running water"}),
         (r"ambience/thunder", {"category": "thunder", "phrase": "thunder"}),
@@ -171,7 +174,8 @@ def _cand(package, root, rel, kind, facts, member=None, zpath=None, ffmpeg_forma
     if member is not None:
         prov["member"] = member
         render = {"op": "decode_zip", "path": str(zpath), "member": member}
-    uid = f"{package}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', Path(name).with_suffix('').as_posix())}"
+    short = re.sub(r"^usr/(share/)?(games/)?", "", Path(name).with_suffix("").as_posix())
+    uid = f"{package}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', short)}"
     return Candidate(uid, package, kind, _stem_group(package, name), facts, prov, render)
 
 

@@ -41,7 +41,7 @@ def signal_candidates(n: int, rng: np.random.Generator) -> list[Candidate]:
         elif kind == "dtmf":
             digits = "".join(rng.choice(list("0123456789"), size=int(rng.integers(3, 8))))
             p = {"op": "dtmf", "digits": digits, "tone_s": 0.12, "gap_s": 0.08}
-            facts = {"transcript": digits, "beep_count": len(digits), "phrase": f"telephone keypad tones dialling {digits}"}
+            facts = {"digits": digits, "beep_count": len(digits), "phrase": f"telephone keypad tones dialling {digits}"}
             group = f"dtmf:{digits}"
         elif kind == "noise":
             colour = NOISE_COLOURS[int(rng.integers(0, 3))]

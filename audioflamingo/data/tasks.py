@@ -90,11 +90,14 @@ def make_items(clip: dict, sets: dict[str, list[str]], seed: int, per_clip: int 
         add("classification", f"{r.choice(questions)} OPTIONS: {', '.join(opts)}.", label, label=label, label_set=name,
             options=opts)
         probe = label if r.random() < 0.5 else r.choice(others)
-        add("aqa", f"Is the {name.replace('_', ' ')} {probe}? Answer yes or no.", "yes" if probe == label else "no",
+        noun = {"speaker_gender": "speaker", "sound_event": "sound"}.get(name, name.replace("_", " "))
+        add("aqa", f"Is the {noun} {probe}? Answer yes or no.", "yes" if probe == label else "no",
             label_set=name)
     for key, question in COUNT_FACTS.items():
         if key in f:
             add("aqa", question, str(f[key]))
+    if "digits" in f:
+        add("transcription", "Which digits are dialled?", f["digits"])
     if "transcript" in f:
         add("transcription", r.choice(["Transcribe the speech.", "What is said?", "Write down the words."]), f["transcript"])
     if "event_order" in f:
