@@ -89,7 +89,7 @@ def check_manifests(paths: list[str | Path]) -> CheckReport:
 
 def _audio_problem(path: Path, hashes: dict[str, Path]) -> str | None:
     if not path.is_file():
-        return "missing audio"
+        return "missing audio: no such file"
     try:
         x = _read_audio(path)
     except Exception as e:
