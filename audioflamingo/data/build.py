@@ -83,7 +83,7 @@ def default_cache() -> Path:
 def _fortunes(cache: Path) -> list[str]:
     root = fetch_package("fortunes-min", cache)
     out = []
-    for f in sorted(root.rglob("fortunes")):
+    for f in sorted(p for p in root.rglob("fortunes") if p.is_file()):
         for block in f.read_text(errors="replace").split("\n%\n"):
             text = " ".join(block.split())
             if 15 <= len(text) <= 90 and re.fullmatch(r"[A-Za-z ,.'!?-]+", text) and not text.isupper():
