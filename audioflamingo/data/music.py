@@ -57,7 +57,7 @@ def music_candidates(n: int, rng: np.random.Generator) -> list[Candidate]:
             quality = sorted(CHORDS)[int(rng.integers(len(CHORDS)))]
             p.update(root=48 + root, quality=quality, seconds=2.0)
             facts = {"instrument": inst, "chord_quality": quality, "root": NOTE_NAMES[root],
-                     "phrase": f"a {NOTE_NAMES[root]} {quality} chord played on {_a(inst)}"}
+                     "phrase": f"{_a(NOTE_NAMES[root])} {quality} chord played on {_a(inst)}"}
             group = f"chord:{prog}:{root}:{quality}"
         elif form == "notes":
             count = int(rng.integers(1, 9))
@@ -84,7 +84,9 @@ def music_candidates(n: int, rng: np.random.Generator) -> list[Candidate]:
 
 
 def _a(word: str) -> str:
-    return ("an " if word[0] in "aeiou" else "a ") + word
+    """'a'/'an' + word; note names A, E and F are read with a vowel sound ("an F sharp")."""
+    vowel = word[0] in "aeiou" or (word[0] in "AEF" and (len(word) == 1 or word[1] == " "))
+    return ("an " if vowel else "a ") + word
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -105,6 +105,7 @@ SFX_RULES: dict[str, list[tuple[str, dict]]] = {
 }
 # desktop sound themes: every file is a user-interface sound; the event name is the phrase.
 THEMES = ("sound-theme-freedesktop", "oxygen-sounds", "yaru-theme-sound", "deepin-sound-theme")
+THEME_SKIP = r"audio-channel|audio-test-signal"  # spoken channel names and test noise, not UI sounds
 THEME_SPECIAL = [
     (r"phone-incoming|phone-ring", {"category": "telephone", "phrase": "a telephone ringing"}),
     (r"phone-outgoing", {"category": "telephone", "phrase": "a telephone line tone"}),
@@ -220,7 +221,7 @@ def _label(package: str, name: str) -> tuple[str, dict] | None:
         m = re.search(pattern, name)
         if m:
             return "sfx", _fill(facts, m)
-    if package in THEMES:
+    if package in THEMES and not re.search(THEME_SKIP, base.lower()):
         event = re.sub(r"^(oxygen|x-deepin)-", "", base.lower()).replace("-", " ").replace("_", " ")
         for pattern, facts in THEME_SPECIAL:
             if re.search(pattern, base.lower().replace("oxygen-", "")):

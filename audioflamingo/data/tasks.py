@@ -11,7 +11,7 @@ import random
 # closed label sets: fact key -> (label-set name, question asked)
 LABEL_SETS = {
     "category": ("sound_event", ["What kind of sound is this?", "Classify this sound.", "What sound event is heard?"]),
-    "instrument": ("instrument", ["Which instrument is playing?", "What instrument produced this note?", "Name the instrument."]),
+    "instrument": ("instrument", ["Which instrument is playing?", "What instrument is heard?", "Name the instrument."]),
     "language": ("language", ["What language is spoken?", "Which language is this speech in?"]),
     "gender": ("speaker_gender", ["Is the speaker male or female?", "What is the gender of the voice?"]),
     "chord_quality": ("chord_quality", ["What is the quality of this chord?", "Is this chord major, minor or something else?"]),
