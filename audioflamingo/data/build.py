@@ -59,7 +59,7 @@ class Plan:
 PLANS = {
     "tiny": Plan(["sound-theme-freedesktop", "minetest-data"], 60, speech=28, music=15, signals=16, mixtures=12, per_clip=3),
     "small": Plan(SMALL_PACKAGES, None, speech=1800, music=700, signals=500, mixtures=700, per_clip=4, fortunes=True),
-    "standard": Plan(SMALL_PACKAGES, None, speech=8000, music=2500, signals=1500, mixtures=3000, per_clip=5, fortunes=True),
+    "standard": Plan(SMALL_PACKAGES + ["hydrogen-drumkits"], None, speech=8000, music=2500, signals=1500, mixtures=3000, per_clip=5, fortunes=True),
 }
 
 

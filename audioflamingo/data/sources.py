@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,11 +131,11 @@ INSTRUMENT_RULES: dict[str, list[tuple[str, str]]] = {
         (r"instruments/steel_guitar", "electric guitar"), (r"instruments/trumpet", "trumpet"),
         (r"instruments/violin", "violin"), (r"instruments/bassslap", "bass guitar"),
     ],
-    "hydrogen-data": [
-        (r"/[^/]*kick[^/]*$", "bass drum"), (r"/[^/]*snare[^/]*$", "snare drum"),
-        (r"/[^/]*hat[^/]*$", "hi-hat"), (r"/[^/]*(crash|ride|splash|cymbal|china)[^/]*$", "cymbal"),
-        (r"/[^/]*tom[^/]*$", "tom"), (r"/[^/]*cowbell[^/]*$", "cowbell"), (r"/[^/]*clap[^/]*$", "hand clap"),
-        (r"/[^/]*conga[^/]*$", "conga"), (r"/[^/]*shaker[^/]*$", "shaker"),
+    # Hydrogen kits: the rules apply to the instrument <name> in each drumkit.xml, not to file names
+    "hydrogen": [
+        (r"kick|bass ?drum|^bd", "bass drum"), (r"snare", "snare drum"), (r"hh|hat", "hi-hat"),
+        (r"crash|ride|splash|cymbal|china", "cymbal"), (r"tom", "tom"), (r"cowbell", "cowbell"),
+        (r"clap", "hand clap"), (r"conga", "conga"), (r"shaker", "shaker"), (r"tambourine", "tambourine"),
     ],
     "sound-icons": [
         (r"^cembalo", "harpsichord"), (r"^guitar", "guitar"), (r"^piano", "piano"), (r"^trumpet", "trumpet"),
@@ -190,6 +191,9 @@ def real_candidates(packages: list[str], cache: Path) -> list[Candidate]:
         if package in SPEECH_PACKAGES:
             out += _speech(package, root, cache)
             continue
+        if package.startswith("hydrogen-"):
+            out += _hydrogen(package, root)
+            continue
         entries: list[tuple[str, str | None, Path | None]] = []
         for p in _files(root):
             entries.append((p.relative_to(root).as_posix(), None, None))
@@ -230,7 +234,8 @@ def _label(package: str, name: str) -> tuple[str, dict] | None:
     return None
 
 
-_PERCUSSION = {"bass drum", "snare drum", "hi-hat", "cymbal", "tom", "cowbell", "hand clap", "shaker", "tabla", "conga"}
+_PERCUSSION = {"bass drum", "snare drum", "hi-hat", "cymbal", "tom", "cowbell", "hand clap", "shaker", "tabla", "conga",
+               "tambourine"}
 
 
 def _speech(package: str, root: Path, cache: Path) -> list[Candidate]:
@@ -259,4 +264,34 @@ def _speech(package: str, root: Path, cache: Path) -> list[Candidate]:
         c = _cand(package, root, rel, "speech", facts, ffmpeg_format="g722")
         c.group = f"text:{text.lower()}"  # one sentence never on two sides
         out.append(c)
+    return out
+
+
+def _hydrogen(package: str, root: Path) -> list[Candidate]:
+    """Hydrogen drum kits: every layer file of an instrument whose drumkit.xml <name> a rule knows."""
+    out = []
+    for xml in sorted(root.rglob("drumkit.xml")):
+        try:
+            tree = ET.parse(xml)
+        except ET.ParseError:
+            continue
+        for el in tree.iter():
+            el.tag = el.tag.split("}")[-1]  # drop the XML namespace
+        kit = (tree.getroot().findtext("name") or xml.parent.name).strip()
+        for inst in tree.getroot().iter("instrument"):
+            name = (inst.findtext("name") or "").strip()
+            label = next((lab for pat, lab in INSTRUMENT_RULES["hydrogen"] if re.search(pat, name.lower())), None)
+            if label is None:
+                continue
+            files = {f.text.strip() for f in inst.iter("filename") if f.text and f.text.strip()}
+            for fname in sorted(files):
+                path = xml.parent / fname
+                if not path.is_file():
+                    continue
+                facts = {"instrument": label, "phrase": f"a {label} hit" if label in _PERCUSSION else f"a single {label} note",
+                         "kit_instrument": name}
+                c = _cand(package, root, path.relative_to(root).as_posix(), "instrument", facts)
+                c.group = f"{package}:{kit}:{name}".lower()
+                c.provenance["drumkit"] = kit
+                out.append(c)
     return out
