@@ -114,3 +114,14 @@ def test_tiny_check_stats_and_shards(tiny, tmp_path):
     shards = export_shards(out / "val.jsonl", tmp_path / "shards", max_items=10)
     back = [row for s in shards for row, audio in read_shard(s) if audio[:4] == b"RIFF"]
     assert sorted(r["id"] for r in back) == sorted(r["id"] for r in read_manifest(out / "val.jsonl"))
+
+
+@needs_tools
+def test_tiny_same_seed_same_corpus_from_scratch(tiny, tmp_path):
+    out, _ = tiny
+    build_corpus(BuildConfig(out=str(tmp_path), plan="tiny", seed=0, cache=str(default_cache()), workers=1))
+    for name in SPLITS + ("fewshot_support", "fewshot_query"):
+        assert (tmp_path / f"{name}.jsonl").read_text() == (out / f"{name}.jsonl").read_text(), name
+    for rel in ("audio/signal/beeps_00000.wav", "audio/music/chord_00000.wav"):
+        if (out / rel).exists():
+            assert (tmp_path / rel).read_bytes() == (out / rel).read_bytes(), rel

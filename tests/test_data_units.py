@@ -1,6 +1,7 @@
 """Unit checks of the corpus pieces: rules, fingerprints, dedup, splits, mixtures, MIDI, tasks, check."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -116,3 +117,30 @@ def test_check_reports_each_problem_with_its_line(tmp_path):
     assert {(2, "missing audio"), (3, "malformed row"), (4, "silent audio"), (5, "unreadable audio"),
             (6, "duplicate audio"), (7, "duplicate id"), (7, "malformed row"), (8, "malformed row")} <= got
     assert not any(n == 1 for n, _ in got)
+
+
+def test_hydrogen_labels_come_from_drumkit_xml(tmp_path):
+    from audioflamingo.data.sources import _hydrogen
+
+    kit = tmp_path / "usr/share/hydrogen/data/drumkits/K"
+    kit.mkdir(parents=True)
+    for name in ("tom-0105.wav", "x.wav", "y.wav"):
+        sf.write(kit / name, _sound(0), 16000)
+    (kit / "drumkit.xml").write_text(
+        '<drumkit_info xmlns="http://www.hydrogen-music.org/drumkit"><name>K</name><instrumentList>'
+        "<instrument><name>Kick</name><layer><filename>tom-0105.wav</filename></layer></instrument>"
+        "<instrument><name>Closed HH</name><layer><filename>x.wav</filename></layer></instrument>"
+        "<instrument><name>Whistle</name><layer><filename>y.wav</filename></layer></instrument>"
+        "</instrumentList></drumkit_info>")
+    got = {Path(c.provenance["path"]).name: c.facts["instrument"] for c in _hydrogen("hydrogen-data", tmp_path)}
+    assert got == {"tom-0105.wav": "bass drum", "x.wav": "hi-hat"}  # the xml name wins over the file name
+
+
+def test_reserved_packages_are_refused(tmp_path):
+    import pytest
+
+    from audioflamingo.data.debian import PackageError, fetch_package
+
+    for pkg in ("warzone2100-data", "freeciv-data", "musescore-general-soundfont-small", "hydrogen-drumkits-effects"):
+        with pytest.raises(PackageError, match="reserved"):
+            fetch_package(pkg, tmp_path)
