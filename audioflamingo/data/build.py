@@ -95,7 +95,7 @@ def _fortunes(cache: Path) -> list[str]:
 # rendering (runs in worker processes: top-level functions only)
 
 
-def render(c: Candidate, rate: int, max_seconds: float) -> tuple[np.ndarray, dict]:
+def render(c: Candidate, rate: int) -> tuple[np.ndarray, dict]:
     """Samples for one candidate and the facts measured while rendering (mixtures only)."""
     op = c.render["op"]
     extra: dict = {}
@@ -114,22 +114,43 @@ def render(c: Candidate, rate: int, max_seconds: float) -> tuple[np.ndarray, dic
         x, extra = render_mix(c.render, rate)
     else:
         x = synth.render_signal(c.render, rate)
-    if len(x) > max_seconds * rate:
-        x = x[: int(max_seconds * rate)]
-        extra["cut_to_s"] = max_seconds
     return x, extra
 
 
-def _job(args) -> dict:
-    c, path, rate, max_seconds = args
-    try:
-        x, extra = render(c, rate, max_seconds)
-        audiofile.write_wav(path, x, rate)
-        x, _ = sf.read(str(path), dtype="float32")  # measure exactly what is stored
-        return {"uid": c.uid, "duration": len(x) / rate, "dbfs": float(audiofile.rms_dbfs(x)),
-                "pcm_hash": audiofile.pcm_hash(x), "fingerprint": audiofile.fingerprint(x, rate), "extra": extra}
-    except Exception as e:  # one bad source file must not stop a build: it is logged and skipped
-        return {"uid": c.uid, "error": f"{type(e).__name__}: {e}"[:300]}
+def _store(c: Candidate, path: Path, x: np.ndarray, extra: dict, rate: int, max_seconds: float) -> dict:
+    if len(x) > max_seconds * rate:
+        x = x[: int(max_seconds * rate)]
+        extra = {**extra, "cut_to_s": max_seconds}
+    audiofile.write_wav(path, x, rate)
+    x, _ = sf.read(str(path), dtype="float32")  # measure exactly what is stored
+    return {"uid": c.uid, "duration": len(x) / rate, "dbfs": float(audiofile.rms_dbfs(x)),
+            "pcm_hash": audiofile.pcm_hash(x), "fingerprint": audiofile.fingerprint(x, rate), "extra": extra}
+
+
+def _failed(c: Candidate, e: Exception) -> dict:
+    return {"uid": c.uid, "error": f"{type(e).__name__}: {e}"[:300]}
+
+
+def _job(args) -> list[dict]:
+    """Render, store and measure a list of candidates; MIDI ones share one fluidsynth run."""
+    cands, out, rate, max_seconds = args
+    results = []
+    midi = [c for c in cands if c.render["op"] == "midi"]
+    if midi:
+        try:
+            xs = music.render_music_batch([c.render for c in midi], rate)
+            results += [_store(c, out / audio_rel(c.uid), x, {}, rate, max_seconds) for c, x in zip(midi, xs)]
+        except Exception as e:
+            results += [_failed(c, e) for c in midi]
+    for c in cands:
+        if c.render["op"] == "midi":
+            continue
+        try:  # one bad source file must not stop a build: it is logged and skipped
+            x, extra = render(c, rate)
+            results.append(_store(c, out / audio_rel(c.uid), x, extra, rate, max_seconds))
+        except Exception as e:
+            results.append(_failed(c, e))
+    return results
 
 
 def render_all(cands: list[Candidate], out: Path, cfg: BuildConfig, desc: str) -> dict[str, dict]:
@@ -146,12 +167,18 @@ def render_all(cands: list[Candidate], out: Path, cfg: BuildConfig, desc: str) -
             done[m["uid"]] = m
     todo = [c for c in cands if c.uid not in done or not (out / audio_rel(c.uid)).exists()]
     if todo:
-        jobs = [(c, out / audio_rel(c.uid), cfg.rate, cfg.max_seconds) for c in todo]
-        with log.open("a") as f, ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool:
-            for m in tqdm(pool.map(_job, jobs, chunksize=8), total=len(jobs), desc=desc, unit="clip", file=sys.stderr):
-                done[m["uid"]] = m
-                f.write(json.dumps(m) + "\n")
+        midi = [c for c in todo if c.render["op"] == "midi"]
+        other = [c for c in todo if c.render["op"] != "midi"]
+        jobs = [(other[i : i + 8], out, cfg.rate, cfg.max_seconds) for i in range(0, len(other), 8)]
+        jobs += [(midi[i : i + 24], out, cfg.rate, cfg.max_seconds) for i in range(0, len(midi), 24)]
+        with log.open("a") as f, ProcessPoolExecutor(max_workers=max(1, cfg.workers)) as pool, \
+                tqdm(total=len(todo), desc=desc, unit="clip", file=sys.stderr) as bar:
+            for results in pool.map(_job, jobs):
+                for m in results:
+                    done[m["uid"]] = m
+                    f.write(json.dumps(m) + "\n")
                 f.flush()
+                bar.update(len(results))
     return {c.uid: done[c.uid] for c in cands}
 
 

@@ -146,20 +146,41 @@ def write_midi(path: Path, events: list[tuple[float, bytes]], tempo: int) -> Non
 
 
 def render_music(p: dict, rate: int) -> np.ndarray:
+    return render_music_batch([p], rate)[0]
+
+
+def render_music_batch(ps: list[dict], rate: int, gap_s: int = 3) -> list[np.ndarray]:
+    """Render many clips with one fluidsynth run (loading the soundfont dominates a single render).
+
+    Clips are laid end to end in one MIDI file at 60 bpm (one beat = one second), each starting on a
+    whole second after an all-sound-off, with `gap_s` seconds of silence for release tails; then the
+    rendering is cut back into clips. At rates that are multiples of 64 (fluidsynth's block) every clip
+    starts on a block boundary, so a clip renders the same whatever batch it is in."""
     from audioflamingo.data.audiofile import decode
 
     sf2 = find_soundfont()
     if sf2 is None or shutil.which("fluidsynth") is None:
         raise RuntimeError("music synthesis needs fluidsynth and fluid-soundfont-gm (apt-get install fluidsynth fluid-soundfont-gm)")
-    events, tempo, length = events_for(p)
+    events: list[tuple[float, bytes]] = []
+    spans = []
+    cursor = 1
+    for p in ps:
+        ev, tempo, length = events_for(p)
+        seconds = length * 60 / tempo + 0.5  # the piece plus half a second of release
+        events += [(cursor - 0.5, bytes([0xB0 | ch, 120, 0])) for ch in (0, 9)]  # all sound off
+        events += [(cursor + t * 60 / tempo, msg) for t, msg in ev]
+        spans.append((cursor, seconds))
+        cursor += int(np.ceil(seconds)) + gap_s
     with tempfile.TemporaryDirectory() as tmp:
         mid, wav = Path(tmp) / "m.mid", Path(tmp) / "m.wav"
-        write_midi(mid, events, tempo)
+        write_midi(mid, events, 60)
         subprocess.run(["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", str(rate), "-F", str(wav), sf2,
-                        str(mid)], capture_output=True, check=True, timeout=120)
+                        str(mid)], capture_output=True, check=True, timeout=600)
         x = decode(wav, rate)
-    n = int((length * 60 / tempo + 0.5) * rate)  # the piece plus half a second of release
-    x = x[:n]
-    fade = min(len(x), int(0.05 * rate))
-    x[len(x) - fade:] *= np.linspace(1, 0, fade, dtype=np.float32)
-    return x
+    out = []
+    for start, seconds in spans:
+        clip = x[start * rate : start * rate + int(seconds * rate)].copy()
+        fade = min(len(clip), int(0.05 * rate))
+        clip[len(clip) - fade :] *= np.linspace(1, 0, fade, dtype=np.float32)
+        out.append(clip)
+    return out
