@@ -14,6 +14,7 @@ Re-running with the same arguments resumes: clips already rendered and measured 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -123,12 +124,18 @@ def _store(c: Candidate, path: Path, x: np.ndarray, extra: dict, rate: int, max_
         extra = {**extra, "cut_to_s": max_seconds}
     audiofile.write_wav(path, x, rate)
     x, _ = sf.read(str(path), dtype="float32")  # measure exactly what is stored
-    return {"uid": c.uid, "duration": len(x) / rate, "dbfs": float(audiofile.rms_dbfs(x)),
+    return {"uid": c.uid, "key": render_key(c), "duration": len(x) / rate, "dbfs": float(audiofile.rms_dbfs(x)),
             "pcm_hash": audiofile.pcm_hash(x), "fingerprint": audiofile.fingerprint(x, rate), "extra": extra}
 
 
 def _failed(c: Candidate, e: Exception) -> dict:
-    return {"uid": c.uid, "error": f"{type(e).__name__}: {e}"[:300]}
+    return {"uid": c.uid, "key": render_key(c), "error": f"{type(e).__name__}: {e}"[:300]}
+
+
+def render_key(c: Candidate) -> str:
+    """What a clip was made from (package file or every synthesis parameter): a resumed build re-renders
+    a clip whose recipe changed, even under the same uid."""
+    return hashlib.sha1(json.dumps(c.provenance, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _job(args) -> list[dict]:
@@ -165,7 +172,7 @@ def render_all(cands: list[Candidate], out: Path, cfg: BuildConfig, desc: str) -
             except json.JSONDecodeError:
                 continue  # a line cut by an interrupted build
             done[m["uid"]] = m
-    todo = [c for c in cands if c.uid not in done or not (out / audio_rel(c.uid)).exists()]
+    todo = [c for c in cands if done.get(c.uid, {}).get("key") != render_key(c) or not (out / audio_rel(c.uid)).exists()]
     if todo:
         midi = [c for c in todo if c.render["op"] == "midi"]
         other = [c for c in todo if c.render["op"] != "midi"]
