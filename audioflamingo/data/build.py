@@ -53,14 +53,20 @@ class Plan:
     music: int
     signals: int
     mixtures: int
-    per_clip: int  # items per clip
+    scale: float  # items per clip = round(scale * ITEMS_PER_CLIP[kind]), at least 1
     fortunes: bool = False  # English TTS text from Debian's fortunes-min
 
 
+# Real sound effects and one-shots are the scarcest clips, speech the most plentiful: ask more
+# questions (different tasks and phrasings) about each scarce clip so the label sets stay balanced.
+ITEMS_PER_CLIP = {"sfx": 8, "instrument": 5, "music": 5, "mixture": 4, "signal": 3, "speech": 3}
+
+
 PLANS = {
-    "tiny": Plan(["sound-theme-freedesktop", "minetest-data"], 60, speech=28, music=15, signals=16, mixtures=12, per_clip=3),
-    "small": Plan(SMALL_PACKAGES, None, speech=1800, music=700, signals=500, mixtures=700, per_clip=4, fortunes=True),
-    "standard": Plan(SMALL_PACKAGES + ["hydrogen-drumkits"], None, speech=8000, music=2500, signals=1500, mixtures=3000, per_clip=5, fortunes=True),
+    "tiny": Plan(["sound-theme-freedesktop", "minetest-data"], 60, speech=28, music=15, signals=16, mixtures=12, scale=0.75),
+    "small": Plan(SMALL_PACKAGES, None, speech=1800, music=700, signals=500, mixtures=700, scale=1.0, fortunes=True),
+    "standard": Plan(SMALL_PACKAGES + ["hydrogen-drumkits"], None, speech=8000, music=2500, signals=1500, mixtures=3000, scale=1.0,
+                     fortunes=True),
 }
 
 
@@ -261,7 +267,8 @@ def build_corpus(cfg: BuildConfig) -> dict:
     all_sets = label_sets([c["facts"] for c in clips])
     by_file: dict[str, list[dict]] = {k: [] for k in ("train", "val", "test", "fewshot_support", "fewshot_query")}
     for c in clips:
-        items = make_items(c, all_sets if c["heldout"] else trained_sets, cfg.seed, plan.per_clip)
+        per_clip = max(1, round(plan.scale * ITEMS_PER_CLIP[c["kind"]]))
+        items = make_items(c, all_sets if c["heldout"] else trained_sets, cfg.seed, per_clip)
         if c["heldout"]:
             key = "fewshot_" + fewshot_role(c["group"], cfg.seed)
             for it in items:
