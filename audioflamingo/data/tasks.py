@@ -45,7 +45,7 @@ def short_caption(facts: dict) -> str:
 def long_caption(facts: dict, duration: float, dbfs: float) -> str:
     parts = [short_caption(facts)]
     if "transcript" in facts:
-        parts.append(f'The words are: "{facts["transcript"]}"')
+        parts.append(f'The words are: "{facts["transcript"]}".')
     if "event_order" in facts:
         parts.append("In order: " + ", then ".join(facts["event_order"]) + ".")
     if "tempo_bpm" in facts:
