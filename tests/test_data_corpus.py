@@ -78,7 +78,8 @@ def test_tiny_heldout_categories_never_in_training_and_no_reserved_source(tiny):
     rows = _rows(out, SPLITS + ("fewshot_support", "fewshot_query"))
     held_labels = {v for _, v in HELDOUT}
     fewshot = rows["fewshot_support"] + rows["fewshot_query"]
-    assert fewshot and all(r["heldout"] for r in fewshot)
+    assert fewshot and all(r["heldout"] and r["heldout_reason"] for r in fewshot)
+    assert {x for r in fewshot for x in r["heldout_reason"]} <= {f"{k}={v}" for k, v in HELDOUT}
     for name in SPLITS:
         for r in rows[name]:
             assert r.get("label") not in held_labels, r

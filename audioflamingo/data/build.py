@@ -272,7 +272,7 @@ def build_corpus(cfg: BuildConfig) -> dict:
         if c["heldout"]:
             key = "fewshot_" + fewshot_role(c["group"], cfg.seed)
             for it in items:
-                it["heldout"] = True
+                it["heldout"], it["heldout_reason"] = True, c["heldout_reason"]
         else:
             key = c["split"]
         by_file[key] += items

@@ -33,6 +33,7 @@ OPTIONAL_TYPES = {
     "provenance": dict,
     "extra_audios": list,
     "heldout": bool,
+    "heldout_reason": list,
     "label_set": str,
 }
 

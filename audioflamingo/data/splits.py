@@ -56,9 +56,14 @@ def group_split(group: str, seed: int) -> str:
 def assign_splits(clips: list[dict], seed: int) -> None:
     """Set clip["split"] (train|val|test) and clip["heldout"] in place. A group with any held-out clip
     is held out whole, so a held-out category never leaks into training through a shared group."""
-    heldout_groups = {c["group"] for c in clips if is_heldout(c["facts"])}
+    reasons: dict[str, set[str]] = {}
     for c in clips:
-        c["heldout"] = c["group"] in heldout_groups
+        for k, v in HELDOUT:
+            if c["facts"].get(k) == v:
+                reasons.setdefault(c["group"], set()).add(f"{k}={v}")
+    for c in clips:
+        c["heldout"] = c["group"] in reasons
+        c["heldout_reason"] = sorted(reasons.get(c["group"], ()))
         c["split"] = "test" if c["heldout"] else group_split(c["group"], seed)
 
 
