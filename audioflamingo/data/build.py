@@ -279,6 +279,7 @@ def build_corpus(cfg: BuildConfig) -> dict:
     counts = {name: write_manifest(out / f"{name}.jsonl", rows) for name, rows in by_file.items()}
     summary = {"plan": cfg.plan, "seed": cfg.seed, "rate": cfg.rate, "config": asdict(cfg),
                "clips": len(clips), "items": counts, "hours": round(sum(c["duration"] for c in clips) / 3600, 3),
+               "cut_clips": sorted(c["uid"] for c in clips if "cut_to_s" in c["provenance"]),
                "dropped_duplicates": dropped, "dropped_silent": problems["silent"], "errors": problems["errors"]}
     (out / "corpus.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

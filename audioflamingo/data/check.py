@@ -45,7 +45,7 @@ class CheckReport:
 def _read_audio(path: Path) -> np.ndarray:
     try:
         x, _ = sf.read(str(path), dtype="float32", always_2d=True)  # (S, C)
-        return x.mean(axis=1)
+        return x.mean(axis=1)  # (S,)
     except Exception:
         return decode(path, 16000)  # formats libsndfile lacks; raises DecodeError when unreadable
 

@@ -52,7 +52,10 @@ def _build(args: argparse.Namespace) -> int:
     s = build_corpus(cfg)
     print(f"corpus {args.out}: {s['clips']} clips, {s['hours']} h, items {s['items']}, "
           f"{len(s['dropped_duplicates'])} duplicates and {len(s['dropped_silent'])} silent clips dropped, "
-          f"{len(s['errors'])} sources failed to decode")
+          f"{len(s['errors'])} sources failed to decode (details in {args.out}/corpus.json)")
+    if s["cut_clips"]:
+        print(f"warning: {len(s['cut_clips'])} long sources were cut to their first {cfg.max_seconds:g} s "
+              f"(listed in corpus.json 'cut_clips')")
     return 0
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import gzip
 import re
+import sys
 import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tqdm import tqdm
 
 from audioflamingo.data.debian import fetch_package, is_reserved, package_version
 
@@ -184,7 +187,7 @@ def _cand(package, root, rel, kind, facts, member=None, zpath=None, ffmpeg_forma
 def real_candidates(packages: list[str], cache: Path) -> list[Candidate]:
     """Every file in `packages` that a rule labels, as Candidates (packages are fetched as needed)."""
     out: list[Candidate] = []
-    for package in packages:
+    for package in tqdm(packages, desc="packages", unit="pkg", file=sys.stderr, disable=len(packages) < 2):
         if is_reserved(package):
             raise ValueError(f"package {package!r} is reserved for outside evaluation (CORPUS.md)")
         root = fetch_package(package, cache)
