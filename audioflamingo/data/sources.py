@@ -16,6 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import soundfile as sf
 from tqdm import tqdm
 
 from audioflamingo.data.debian import fetch_package, is_reserved, package_version
@@ -149,6 +150,7 @@ INSTRUMENT_RULES: dict[str, list[tuple[str, str]]] = {
 MUSIC_RULES: dict[str, list[tuple[str, dict]]] = {
     "frozen-bubble-data": [(r"snd/(frozen-mainzik|introzik)", {"title": "Frozen Bubble"})],
     "teeworlds-data": [(r"audio/music_menu", {"title": "Teeworlds"})],
+    "wesnoth-1.16-music": [(r"music/.*\.ogg$", {"title": "The Battle for Wesnoth"})],
     "sonic-pi-samples": [(r"loop_(amen|breakbeat|compus|perc\d|industrial|safari|tabla|electric|mika)", {"title": "Sonic Pi"})],
 }
 
@@ -206,9 +208,32 @@ def real_candidates(packages: list[str], cache: Path) -> list[Candidate]:
             name = member or rel
             ffmpeg = "g722" if name.endswith(".g722") else None
             c = _label(package, name)
-            if c is not None:
-                kind, facts = c
-                out.append(_cand(package, root, rel, kind, facts, member, zpath, ffmpeg))
+            if c is None:
+                continue
+            kind, facts = c
+            cand = _cand(package, root, rel, kind, facts, member, zpath, ffmpeg)
+            out += _segments(cand, root / rel) if kind == "music" and member is None else [cand]
+    return out
+
+
+MUSIC_SEGMENT_S, MUSIC_SEGMENT_EVERY_S, MUSIC_SEGMENTS = 20.0, 60.0, 3
+
+
+def _segments(c: Candidate, path: Path) -> list[Candidate]:
+    """A long track becomes up to 3 excerpts of 20 s, 60 s apart (one group: the track)."""
+    try:
+        seconds = sf.info(str(path)).duration
+    except Exception:
+        return [c]
+    out = []
+    for k in range(MUSIC_SEGMENTS):
+        start = k * MUSIC_SEGMENT_EVERY_S
+        if k and start + 10.0 > seconds:
+            break
+        seg = Candidate(f"{c.uid}_seg{k}", c.dataset, c.kind, c.group, dict(c.facts),
+                        {**c.provenance, "start_s": start, "seconds": MUSIC_SEGMENT_S},
+                        {**c.render, "start_s": start, "seconds": MUSIC_SEGMENT_S})
+        out.append(seg)
     return out
 
 
