@@ -233,6 +233,10 @@ def build_corpus(cfg: BuildConfig) -> dict:
     plan = PLANS[cfg.plan]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "corpus.json").exists():
+        before = json.loads((out / "corpus.json").read_text())
+        if before.get("rate") != cfg.rate:
+            raise ValueError(f"{out} holds clips at {before.get('rate')} Hz, not {cfg.rate} Hz: use another --out")
     cache = Path(cfg.cache) if cfg.cache else default_cache()
     rng = np.random.default_rng(cfg.seed)
 
@@ -261,7 +265,7 @@ def build_corpus(cfg: BuildConfig) -> dict:
         mix_cands += mixture_candidates(pool, n, np.random.default_rng([cfg.seed, 4, i]), split)
     mix_measured = render_all(mix_cands, out, cfg, f"{cfg.plan}: mixtures")
     mixes, mix_problems = _clips(mix_cands, mix_measured, out)
-    for m in mixes:
+    for m in mixes:  # uids are mix/<split>_<n>
         m["split"], m["heldout"] = m["uid"].split("/")[1].split("_")[0], False
     clips += mixes
     problems["errors"].update(mix_problems["errors"])
