@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "audioflamingo.eval.cli",  # score, eval
     "audioflamingo.compat.cli",  # convert af1, af1-chat
     "audioflamingo.train.cli",  # train
+    "audioflamingo.serve.cli",  # chat, serve
 ]
 
 
