@@ -101,11 +101,7 @@ def cmd_chat(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # every change to the input is also in session.warnings, printed once
         session = _session(args)
-        return chat_loop(session, _read_line, _write)
-
-
-def _read_line(prompt: str) -> str:
-    return input(prompt)
+        return chat_loop(session, input, _write)
 
 
 def _write(text: str) -> None:
