@@ -246,3 +246,27 @@ def test_real_server_with_the_openai_client(live_server, model):
     with pytest.raises(openai.BadRequestError, match="base64"):
         client.chat.completions.create(model="tiny-live", max_tokens=4, messages=[{"role": "user", "content": [
             {"type": "input_audio", "input_audio": {"data": "/etc/passwd", "format": "wav"}}]}])
+
+
+def test_history_longer_than_the_context_is_trimmed_with_a_warning(client, model):
+    long = "tell me everything about this sound " * 3
+    messages = [user("first?", A)]
+    for i in range(6):
+        messages += [{"role": "assistant", "content": long}, {"role": "user", "content": f"{long} {i}"}]
+    r = client.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 4})
+    assert r.status_code == 200, r.text
+    assert any("dropped" in w for w in r.json()["warnings"])
+
+
+def test_load_benchmark_runs(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "serve_load.py"
+    spec = importlib.util.spec_from_file_location("serve_load", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--requests", "3", "--concurrency", "3", "--max-tokens", "2", "--audio-seconds", "0.5", "--json"]) == 0
+    rows = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    assert [r["mode"] for r in rows] == ["queue", "batched"]
+    assert rows[0]["max_rows"] == 1 and all(r["p95_s"] >= r["p50_s"] > 0 for r in rows)
