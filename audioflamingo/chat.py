@@ -267,8 +267,14 @@ class ChatSession:
         dev = self.model.device
         stop = {self.model.media.eoc, self.model.media.eos}
         before = self.cache.seq_len
-        out = generate(self.model, new[None].to(dev), torch.ones(1, len(new), dtype=torch.long, device=dev),
-                       self.audio, cfg, stop, on_tokens, cache=self.cache)[0]
+        try:
+            out = generate(self.model, new[None].to(dev), torch.ones(1, len(new), dtype=torch.long, device=dev),
+                           self.audio, cfg, stop, on_tokens, cache=self.cache)[0]
+        except BaseException:  # an error or Ctrl-C mid-answer: take the question back, the cache is rebuilt next time
+            self.items.pop()
+            self.cache = FlamingoCache(audio_kv=self.cache.audio_kv)
+            self.ids = self.ids[:0]
+            raise
         fed = self.cache.seq_len - before - len(new)  # generated tokens already in the cache
         self.ids = torch.cat([ids, torch.tensor(out[:fed], dtype=torch.long)])
         rest = dec.finish()

@@ -153,3 +153,18 @@ def test_session_without_audio_and_beam_refused():
     assert isinstance(chat.ask("Hello"), str)
     with pytest.raises(ValueError, match="num_beams"):
         chat.ask("Hi", num_beams=2)
+
+
+def test_an_interrupted_answer_leaves_the_session_usable():
+    model = tiny_model(gates=1.5, seed=4)
+    chat = ChatSession(model, [sine(1.0)], max_new_tokens=N)
+    first = chat.ask("What?")
+
+    def stop(delta):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        chat.ask("Tell me more, at length, please?", stream=stop)
+    assert chat.rounds == [("What?", first)]
+    second = chat.ask("And?")
+    assert second == scratch_answer(model, chat_text([("What?", first), ("And?", None)]), [sine(1.0)])

@@ -9,9 +9,11 @@ only in the single worker thread that owns the model (see batching.py).
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import threading
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -40,6 +42,9 @@ def create_app(model_or_path=None, config: ServeConfig | None = None) -> FastAPI
     model, default_name = _load(model_or_path)
     name = cfg.model_name or default_name
     worker = BatchWorker(model, cfg.max_batch_size, cfg.batch_window_ms / 1000, cfg.max_queue, cfg.audio_cache_size)
+    # A fast tokenizer must not be used by two threads at once ("Already borrowed"): the worker owns the
+    # model's; request threads share a copy, one at a time.
+    prep = _Prep(copy.deepcopy(model.tokenizer), threading.Lock())
 
     @asynccontextmanager
     async def lifespan(app):
@@ -84,7 +89,7 @@ def create_app(model_or_path=None, config: ServeConfig | None = None) -> FastAPI
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ApiError(400, f"the request body is not valid JSON ({e})", None, "invalid_json") from None
         req = parse_request(payload)
-        job, notes, prompt_tokens = await run_in_threadpool(_prepare, req, model, cfg)
+        job, notes, prompt_tokens = await run_in_threadpool(_prepare, req, model, cfg, prep)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         job.emit = lambda ev: loop.call_soon_threadsafe(events.put_nowait, ev)
@@ -124,13 +129,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-def _prepare(req: ChatRequest, model, cfg: ServeConfig) -> tuple[Job, list[str], int]:
+@dataclass
+class _Prep:
+    tokenizer: object
+    lock: threading.Lock
+
+
+def _prepare(req: ChatRequest, model, cfg: ServeConfig, prep: _Prep) -> tuple[Job, list[str], int]:
     """Validate, decode the audio, build and fit the prompt (runs in the thread pool, not the worker)."""
     import warnings
 
     from audioflamingo.audio import AudioError
     from audioflamingo.model.generate import GenerationConfig
-    from audioflamingo.text import encode
 
     max_tokens = req.max_completion_tokens or req.max_tokens or cfg.default_max_tokens
     items, audios, notes = to_dialogue(req, cfg)
@@ -149,11 +159,12 @@ def _prepare(req: ChatRequest, model, cfg: ServeConfig) -> tuple[Job, list[str],
             notes.append(f"audio {i}: {clip.seconds:.2f} s long; the model uses the first {model.config.audio.max_seconds:.2f} s")
         notes.extend(f"audio {i}: {w.replace('<bytes>: ', '')}" for w in clip.warnings)
         clips.append(clip)
-    tok = model.tokenizer
+    tok = prep.tokenizer
     bos = tok.bos_token or tok.eos_token
     budget = model.config.lm.max_length - max_tokens - 1
     try:
-        items, ids, fit_notes = fit_dialogue(items, tok, budget, bos)
+        with prep.lock:
+            items, ids, fit_notes = fit_dialogue(items, tok, budget, bos)
     except ValueError as e:
         raise ApiError(400, f"messages: {e}", "messages", "context_length_exceeded") from None
     notes.extend(fit_notes)

@@ -93,6 +93,9 @@ def chat_loop(session, read=input, write=sys.stdout.write) -> int:
             except ValueError as e:
                 write(f"\n[error] {e}\n")
                 continue
+            except KeyboardInterrupt:  # Ctrl-C stops this answer, not the session
+                write("\n[answer interrupted; the question was taken back]\n")
+                continue
             write("\n")
         notes()
 
