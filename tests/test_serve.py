@@ -270,3 +270,15 @@ def test_load_benchmark_runs(capsys):
     rows = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
     assert [r["mode"] for r in rows] == ["queue", "batched"]
     assert rows[0]["max_rows"] == 1 and all(r["p95_s"] >= r["p50_s"] > 0 for r in rows)
+
+
+def test_serve_config_file_holds_the_defaults():
+    from pathlib import Path
+
+    from audioflamingo.config import ConfigError, load_config
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "serve.yaml"
+    assert load_config(ServeConfig, path) == ServeConfig()
+    assert load_config(ServeConfig, path, ["max_audios=2"]).max_audios == 2
+    with pytest.raises(ConfigError, match="max_audio"):
+        load_config(ServeConfig, path, ["max_audio=2"])

@@ -20,7 +20,8 @@ from test_serve import expected, free_port, talkative_model
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+        "--disable-sync", "--no-first-run",
+        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]  # a fake microphone (a beep) for recording
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +81,21 @@ def test_page_uploads_a_clip_and_streams_answers(browser, server, tmp_path):
     assert second == expected(model, items, [clip16], 12)[0]
     assert page.locator(".msg.user audio").count() == 1
     page.screenshot(path=os.environ.get("AF_SCREENSHOT", str(tmp_path / "page.png")), full_page=True)
+
+
+def test_page_records_from_the_microphone(browser, server):
+    url, _ = server
+    page = browser.new_page()
+    page.goto(url)
+    page.wait_for_selector("body[data-ready]", timeout=20000)
+    page.click("#record")
+    page.wait_for_selector("#record.on", timeout=10000)
+    page.wait_for_timeout(1200)
+    page.click("#record")
+    page.wait_for_selector("#attachments .chip", timeout=20000)
+    assert "recording-" in page.inner_text("#attachments")
+    page.fill("#question", "What was that?")
+    page.click("#send")
+    page.wait_for_selector(".msg.assistant[data-done]", timeout=60000)
+    assert page.locator(".msg.error").count() == 0, page.locator(".msg.error").inner_text()
+    assert page.locator(".msg.user audio").count() == 1

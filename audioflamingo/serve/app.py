@@ -142,11 +142,9 @@ def _prepare(req: ChatRequest, model, cfg: ServeConfig, prep: _Prep) -> tuple[Jo
     from audioflamingo.audio import AudioError
     from audioflamingo.model.generate import GenerationConfig
 
-    max_tokens = req.max_completion_tokens or req.max_tokens or cfg.default_max_tokens
+    max_tokens = req.max_completion_tokens or req.max_tokens or min(cfg.default_max_tokens, cfg.max_tokens)
     items, audios, notes = to_dialogue(req, cfg)
     check_request_limits(len(audios), len(req.messages), max_tokens, req.n, cfg)
-    if max_tokens > cfg.max_tokens:  # the default itself may be above a lowered limit
-        max_tokens = cfg.max_tokens
     clips = []
     for i, (raw, _) in enumerate(audios):
         with warnings.catch_warnings():

@@ -65,6 +65,9 @@ def to_dialogue(req: ChatRequest, cfg: ServeConfig) -> tuple[list, list[tuple[by
     items: list = []
     audios: list[tuple[bytes, str]] = []
     notes: list[str] = []
+    n_audio = sum(1 for m in req.messages if isinstance(m.content, list) for p in m.content if p.type == "input_audio")
+    if n_audio > cfg.max_audios:  # before decoding any of them
+        raise ApiError(400, f"messages: {n_audio} audios; this server accepts at most {cfg.max_audios} per request", "messages", "too_many_audios")
     for i, msg in enumerate(req.messages):
         where = f"messages.{i}"
         parts = [ContentPart(type="text", text=msg.content)] if isinstance(msg.content, str) else (msg.content or [])
