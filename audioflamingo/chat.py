@@ -152,7 +152,7 @@ class ChatSession:
     """
 
     def __init__(self, model, audios=(), generation: GenerationConfig | str | None = None, **gen):
-        from audioflamingo.model.inference import _gen_config
+        from audioflamingo.model.inference import _gen_config, _is_audio
 
         self.model = model
         self.tok = model.tokenizer
@@ -164,7 +164,7 @@ class ChatSession:
         self.warnings: list[str] = []
         self.cache = FlamingoCache()
         self.ids = torch.zeros(0, dtype=torch.long)  # (T,) the tokens in the cache
-        sources = list(audios) if isinstance(audios, (list, tuple)) else [audios]
+        sources = [audios] if _is_audio(audios) else list(audios)  # one source, or a list of them
         if sources:
             self._add_clips([model.load_clip(s) for s in sources])
 

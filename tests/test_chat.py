@@ -153,6 +153,7 @@ def test_session_without_audio_and_beam_refused():
     assert isinstance(chat.ask("Hello"), str)
     with pytest.raises(ValueError, match="num_beams"):
         chat.ask("Hi", num_beams=2)
+    assert len(ChatSession(model, sine(0.5)).clips) == 1  # one (samples, rate) pair is one audio, not two
 
 
 def test_an_interrupted_answer_leaves_the_session_usable():
