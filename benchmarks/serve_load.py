@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/serve_load.py --model tiny --requests 32 --concurrency 8 --max-tokens 32
 
-For each mode ("batched": up to --batch-size rows per step; "queue": one request at a time) it starts the
+Also a section of `python -m benchmarks` (`run(quick)`). For each mode ("batched": up to --batch-size rows per step; "queue": one request at a time) it starts the
 app under uvicorn on a free 127.0.0.1 port in this process, sends one warm-up request, then --requests
 requests with at most --concurrency in flight (each with its own prompt and audio), and prints a table.
 `--url http://127.0.0.1:PORT` measures a server that is already running instead (loopback only).
@@ -92,6 +92,46 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
 
 
+def measure(model_spec: str, requests: int, concurrency: int, max_tokens: int, audio_seconds: float,
+            batch_size: int = 8, modes=("queue", "batched"), device=None) -> list[dict]:
+    """Start the server once per mode on loopback and load it -> one result row per mode."""
+    from audioflamingo import load_model
+
+    bodies = make_requests(requests, audio_seconds, max_tokens)
+    model = load_model(model_spec, device=device)
+    rows = []
+    for mode in modes:
+        if mode not in ("queue", "batched"):
+            raise ValueError(f"unknown mode {mode!r} (queue, batched)")
+        server, thread, url, app = start_server(model, 1 if mode == "queue" else batch_size)
+        try:
+            lat, tok, wall = asyncio.run(_send_all(url, bodies, concurrency))
+            stats = dict(app.state.worker.stats)
+        finally:
+            server.should_exit = True
+            thread.join(10)
+        rows.append(_row(mode, lat, tok, wall, stats))
+    return rows
+
+
+def _row(mode, lat, tok, wall, stats) -> dict:
+    return {"mode": mode, "requests_per_s": len(lat) / wall, "tokens_per_s": tok / wall, "p50_s": statistics.median(lat),
+            "p95_s": pct(lat, 95), "wall_s": wall, "completion_tokens": tok,
+            "batches": stats["batches"] - 1 if stats else None,  # the warm-up request is not counted
+            "max_rows": stats["max_rows"] if stats else None}
+
+
+def run(quick: bool = False) -> dict:
+    """Section for `python -m benchmarks`: the tiny preset, queue vs batched."""
+    from benchmarks.common import table
+
+    n = 16 if quick else 64
+    rows = measure("tiny", n, 8, 16 if quick else 32, 2.0)
+    by = {r["mode"]: r for r in rows}
+    return {"table": f"{n} requests, concurrency 8, tiny preset, loopback\n\n" + table(rows),
+            "batched_over_queue_throughput": by["batched"]["requests_per_s"] / by["queue"]["requests_per_s"]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="tiny", help="checkpoint folder or preset (default: tiny, random weights)")
@@ -107,8 +147,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not 1 <= args.requests <= MAX_REQUESTS or not 1 <= args.concurrency <= MAX_CONCURRENCY:
         p.error(f"--requests must be 1..{MAX_REQUESTS} and --concurrency 1..{MAX_CONCURRENCY}")
-    bodies = make_requests(args.requests, args.audio_seconds, args.max_tokens)
-    rows = []
     if args.url:
         host = urlparse(args.url).hostname or ""
         try:
@@ -117,37 +155,25 @@ def main(argv=None) -> int:
             local = False
         if not local:
             p.error(f"--url {args.url}: this benchmark only talks to loopback (127.0.0.1, ::1, localhost)")
-        lat, tok, wall = asyncio.run(_send_all(args.url, bodies, args.concurrency))
-        rows.append(("external", lat, tok, wall, None))
+        bodies = make_requests(args.requests, args.audio_seconds, args.max_tokens)
+        rows = [_row("external", *asyncio.run(_send_all(args.url, bodies, args.concurrency)), None)]
     else:
-
-        from audioflamingo import load_model
-
-        model = load_model(args.model, device=args.device)
-        for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-            if mode not in ("queue", "batched"):
-                p.error(f"--modes: unknown mode {mode!r} (queue, batched)")
-            server, thread, url, app = start_server(model, 1 if mode == "queue" else args.batch_size)
-            try:
-                lat, tok, wall = asyncio.run(_send_all(url, bodies, args.concurrency))
-                stats = dict(app.state.worker.stats)
-            finally:
-                server.should_exit = True
-                thread.join(10)
-            rows.append((mode, lat, tok, wall, stats))
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        try:
+            rows = measure(args.model, args.requests, args.concurrency, args.max_tokens, args.audio_seconds,
+                           args.batch_size, modes, args.device)
+        except ValueError as e:
+            p.error(f"--modes: {e}")
     print(f"# {args.requests} requests, concurrency {args.concurrency}, max_tokens {args.max_tokens}, "
           f"audio {args.audio_seconds} s, model {args.url or args.model}", file=sys.stderr)
     if not args.json:
         print(f"{'mode':10s} {'req/s':>8s} {'tok/s':>8s} {'p50 s':>8s} {'p95 s':>8s} {'batches':>8s} {'max rows':>8s}")
-    for mode, lat, tok, wall, stats in rows:
-        result = {"mode": mode, "requests_per_s": len(lat) / wall, "tokens_per_s": tok / wall, "p50_s": statistics.median(lat),
-                  "p95_s": pct(lat, 95), "wall_s": wall, "completion_tokens": tok,
-                  "batches": stats["batches"] - 1 if stats else None, "max_rows": stats["max_rows"] if stats else None}
+    for r in rows:
         if args.json:
-            print(json.dumps(result))
+            print(json.dumps(r))
         else:
-            print(f"{mode:10s} {result['requests_per_s']:8.2f} {result['tokens_per_s']:8.1f} {result['p50_s']:8.3f} {result['p95_s']:8.3f} "
-                  f"{result['batches'] if stats else '-':>8} {result['max_rows'] if stats else '-':>8}")
+            print(f"{r['mode']:10s} {r['requests_per_s']:8.2f} {r['tokens_per_s']:8.1f} {r['p50_s']:8.3f} {r['p95_s']:8.3f} "
+                  f"{r['batches'] if r['batches'] is not None else '-':>8} {r['max_rows'] if r['max_rows'] is not None else '-':>8}")
     return 0
 
 
