@@ -282,3 +282,26 @@ def test_serve_config_file_holds_the_defaults():
     assert load_config(ServeConfig, path, ["max_audios=2"]).max_audios == 2
     with pytest.raises(ConfigError, match="max_audio"):
         load_config(ServeConfig, path, ["max_audio=2"])
+
+
+@pytest.mark.parametrize("fmt,lossless", [("FLAC", True), ("OGG", False), ("MP3", False)])
+def test_other_audio_formats(client, model, fmt, lossless):
+    clip = (sine(1.0, 440)[0], 16000)
+    data = wav_b64(clip, fmt)
+    r = client.post("/v1/chat/completions", json={"max_tokens": 4, "messages": [{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": data, "format": fmt.lower()}}, {"type": "text", "text": "What?"}]}]})
+    assert r.status_code == 200, r.text
+    if lossless:  # FLAC holds 16-bit samples: the answer is the one for the 16-bit clip
+        pcm16 = sf.read(io.BytesIO(base64.b64decode(data)), dtype="float32")
+        assert r.json()["choices"][0]["message"]["content"] == expected(model, [AudioMark(0), Round("What?")], [pcm16], 4)[0]
+
+
+def test_internal_errors_are_json(client, monkeypatch):
+    import audioflamingo.serve.app as app_module
+
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setattr(app_module, "fit_dialogue", lambda *a, **k: 1 / 0)
+    quiet = TestClient(client.app, raise_server_exceptions=False)  # the test client re-raises by default
+    r = quiet.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "internal_error"

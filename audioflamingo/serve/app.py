@@ -59,6 +59,10 @@ def create_app(model_or_path=None, config: ServeConfig | None = None) -> FastAPI
     async def _api_error(request, exc: ApiError):
         return JSONResponse(exc.body(), status_code=exc.status)
 
+    @app.exception_handler(Exception)
+    async def _server_error(request, exc: Exception):  # a bug, not the client's fault: still a JSON body
+        return JSONResponse(ApiError(500, f"internal error: {type(exc).__name__}: {exc}", None, "internal_error").body(), status_code=500)
+
     # ---------------------------------------------------------------------------------------------
 
     @app.get("/health")
