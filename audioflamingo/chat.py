@@ -170,6 +170,7 @@ class ChatSession:
 
     # audio ------------------------------------------------------------------------------------------
 
+    @torch.no_grad()
     def _add_clips(self, clips: list) -> None:
         new = self.model.encode_audio([clips])  # (1, L_new, E): only the new audios go through the encoder
         for c in clips:
@@ -237,8 +238,8 @@ class ChatSession:
     def _feed(self, new: torch.Tensor) -> None:
         if len(new):
             dev = self.model.device
-            self.model(new[None].to(dev), None, self.audio, cache=self.cache)
-            self.ids = torch.cat([self.ids, new])
+            self.model(new[None].to(dev), None, self.audio, cache=self.cache)  # new: (T_new,) -> (1, T_new)
+            self.ids = torch.cat([self.ids, new])  # (T + T_new,)
 
     # asking -----------------------------------------------------------------------------------------
 
@@ -268,15 +269,15 @@ class ChatSession:
         stop = {self.model.media.eoc, self.model.media.eos}
         before = self.cache.seq_len
         try:
-            out = generate(self.model, new[None].to(dev), torch.ones(1, len(new), dtype=torch.long, device=dev),
-                           self.audio, cfg, stop, on_tokens, cache=self.cache)[0]
+            prompt = new[None].to(dev)  # (1, T_new): only the tokens the cache does not hold yet
+            out = generate(self.model, prompt, torch.ones_like(prompt), self.audio, cfg, stop, on_tokens, cache=self.cache)[0]
         except BaseException:  # an error or Ctrl-C mid-answer: take the question back, the cache is rebuilt next time
             self.items.pop()
             self.cache = FlamingoCache(audio_kv=self.cache.audio_kv)
             self.ids = self.ids[:0]
             raise
         fed = self.cache.seq_len - before - len(new)  # generated tokens already in the cache
-        self.ids = torch.cat([ids, torch.tensor(out[:fed], dtype=torch.long)])
+        self.ids = torch.cat([ids, torch.tensor(out[:fed], dtype=torch.long)])  # (T + fed,)
         rest = dec.finish()
         if rest and stream is not None:
             stream(rest)
