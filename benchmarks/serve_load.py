@@ -143,8 +143,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=8, help="rows per batch in the batched mode")
     p.add_argument("--modes", default="queue,batched", help="comma list of: queue, batched")
     p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's); 1 is steadier on a busy shared CPU")
     p.add_argument("--json", action="store_true", help="print one JSON object per mode")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if not 1 <= args.requests <= MAX_REQUESTS or not 1 <= args.concurrency <= MAX_CONCURRENCY:
         p.error(f"--requests must be 1..{MAX_REQUESTS} and --concurrency 1..{MAX_CONCURRENCY}")
     if args.url:

@@ -28,6 +28,7 @@ def add_commands(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a limit, e.g. --set max_audios=2")
     p.add_argument("--no-batching", action="store_true", help="one request at a time (a plain queue)")
     p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -135,6 +136,10 @@ def cmd_serve(args) -> int:
         loopback = cfg.host == "localhost"
     if not loopback:
         print(f"warning: binding {cfg.host}: the server is reachable from other machines (no authentication)", file=sys.stderr)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device)
     if cfg.model_name is None:
         cfg.model_name = str(args.model or "audioflamingo").rstrip("/").split("/")[-1]
