@@ -169,3 +169,14 @@ def test_an_interrupted_answer_leaves_the_session_usable():
     assert chat.rounds == [("What?", first)]
     second = chat.ask("And?")
     assert second == scratch_answer(model, chat_text([("What?", first), ("And?", None)]), [sine(1.0)])
+
+
+def test_dialogue_loss_covers_exactly_the_answers():
+    """Template and loss as DESIGN.md 1e: labels on each answer and its <|endofchunk|>, nothing else."""
+    from audioflamingo.text import IGNORE
+
+    model = tiny_model()
+    items = [AudioMark(0), Round("What?", "A dog."), AudioMark(1), Round("And?", "A cat barks.")]
+    ids, labels = encode(model.tokenizer, dialogue_text(items))
+    kept = ids[labels != IGNORE]
+    assert model.tokenizer.decode(kept) == f"A dog.{EOC}A cat barks.{EOC}"
