@@ -130,6 +130,16 @@ class StreamDecoder:
 # the session
 
 
+def check_chat_model(model) -> None:
+    """This module speaks the project's chat template; the released AF1 weights need their own strings
+    and audio slots (audioflamingo.compat.af1.af1_chat, `audioflamingo af1-chat`)."""
+    cfg = model.config
+    if getattr(cfg, "prompt_style", "default") != "default" or getattr(cfg.audio, "pad_to_max_windows", False):
+        raise ValueError(f"model {cfg.name!r} uses AF1's prompt strings / audio slots (prompt_style="
+                         f"{getattr(cfg, 'prompt_style', None)!r}); chat with it through `audioflamingo af1-chat` "
+                         "(audioflamingo.compat.af1.af1_chat), not ChatSession or the server")
+
+
 def concat_audio(a: AudioTokens | None, b: AudioTokens) -> AudioTokens:
     """Append the audios of `b` (one sample) after those of `a`: tokens (1, La+Lb, E), indices shifted."""
     if a is None:
@@ -154,6 +164,7 @@ class ChatSession:
     def __init__(self, model, audios=(), generation: GenerationConfig | str | None = None, **gen):
         from audioflamingo.model.inference import _gen_config, _is_audio
 
+        check_chat_model(model)
         self.model = model
         self.tok = model.tokenizer
         self.bos = self.tok.bos_token or self.tok.eos_token

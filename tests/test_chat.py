@@ -180,3 +180,14 @@ def test_dialogue_loss_covers_exactly_the_answers():
     ids, labels = encode(model.tokenizer, dialogue_text(items))
     kept = ids[labels != IGNORE]
     assert model.tokenizer.decode(kept) == f"A dog.{EOC}A cat barks.{EOC}"
+
+
+def test_af1_style_models_are_sent_to_their_own_chat():
+    model = tiny_model()
+    model.config.prompt_style = "af1"
+    with pytest.raises(ValueError, match="af1-chat"):
+        ChatSession(model, [sine(0.5)])
+    from audioflamingo.serve import create_app
+
+    with pytest.raises(ValueError, match="af1-chat"):
+        create_app(model)

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 
-from audioflamingo.chat import fit_dialogue
+from audioflamingo.chat import check_chat_model, fit_dialogue
 from audioflamingo.serve.batching import BatchWorker, Job, QueueFull
 from audioflamingo.serve.limits import ApiError, ServeConfig, check_request_limits
 from audioflamingo.serve.schemas import ChatRequest, chunk, completion, completion_id, parse_request, to_dialogue
@@ -40,6 +40,7 @@ def _load(model_or_path):
 def create_app(model_or_path=None, config: ServeConfig | None = None) -> FastAPI:
     cfg = config or ServeConfig()
     model, default_name = _load(model_or_path)
+    check_chat_model(model)
     name = cfg.model_name or default_name
     worker = BatchWorker(model, cfg.max_batch_size, cfg.batch_window_ms / 1000, cfg.max_queue, cfg.audio_cache_size)
     # A fast tokenizer must not be used by two threads at once ("Already borrowed"): the worker owns the
