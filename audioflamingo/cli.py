@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "audioflamingo.compat.cli",  # convert af1, af1-chat
     "audioflamingo.train.cli",  # train
     "audioflamingo.data.cli",  # data build-corpus, check, stats, convert, export-shards
+    "audioflamingo.serve.cli",  # chat, serve
 ]
 
 
