@@ -13,6 +13,10 @@ import sys
 COMMAND_MODULES = [
     "audioflamingo.commands.core",  # ask, model-info
     "audioflamingo.eval.cli",  # score, eval
+    "audioflamingo.compat.cli",  # convert af1, af1-chat
+    "audioflamingo.train.cli",  # train
+    "audioflamingo.data.cli",  # data build-corpus, check, stats, convert, export-shards
+    "audioflamingo.serve.cli",  # chat, serve
     "audioflamingo.retrieval.cli",  # index build/search/info/icl
 ]
 
@@ -27,7 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "accepts_overrides", False):  # `train` takes any --dotted.key=value config override
+        args.overrides = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         rc = args.func(args)
     except KeyboardInterrupt:

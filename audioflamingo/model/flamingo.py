@@ -138,36 +138,49 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         """(W_total, S) every real window of the batch, in ONE encoder call -> (W_total, N, E)."""
         return self.encoder(windows.to(self.device))
 
-    def encode_audio(self, audios: list[list[Clip]]) -> AudioTokens:
+    def encode_audio(self, audios: list[list[Clip]], window_features: list[torch.Tensor] | None = None) -> AudioTokens:
         """B samples, each a list of A_b clips -> AudioTokens (B, L, E).
 
         Only real windows are encoded, all in one encoder call, and a Clip object that appears in
         several samples (shared in-context examples) is encoded once.
+        window_features: optional encoder outputs, one (W_i, N, E) tensor per audio in flat order (sample
+        by sample); the encoder is then skipped (training with a frozen encoder caches them per clip).
         """
         cfg = self.config.audio
+        if cfg.pad_to_max_windows:  # AF1 mode: fixed slots, padding encoded (audioflamingo/compat/af1_audio.py)
+            from audioflamingo.compat.af1_audio import encode_audio_slots
+
+            return encode_audio_slots(self, audios)
         E = self.config.encoder.out_dim
-        unique: dict[int, int] = {}  # id(clip) -> row in the unique list
+        unique: dict[int, int] = {}  # id(clip) (or flat position, with window_features) -> row in the unique list
+        slots: list[list[int]] = []  # slots[b][j] = unique row of audio j of sample b
         clips = []
         for sample in audios:
+            slots.append([])
             for c in sample:
-                if id(c) not in unique:
-                    unique[id(c)] = len(clips)
+                key = id(c) if window_features is None else sum(map(len, slots))
+                if key not in unique:
+                    unique[key] = len(clips)
                     clips.append(c)
+                slots[-1].append(unique[key])
         if not clips:
             return AudioTokens(torch.zeros(len(audios), 1, E, device=self.device), torch.full((len(audios), 1), -1, dtype=torch.long, device=self.device))
-        per_audio = [make_windows(c, cfg) for c in clips]  # U x (W_i, S)
-        counts = [w.shape[0] for w in per_audio]
-        feats = self.encode_windows(torch.cat(per_audio))  # (W_total, N, E)
+        if window_features is not None:
+            counts = [f.shape[0] for f in window_features]
+            feats = torch.cat(window_features).to(self.device)  # (W_total, N, E)
+        else:
+            per_audio = [make_windows(c, cfg) for c in clips]  # U x (W_i, S)
+            counts = [w.shape[0] for w in per_audio]
+            feats = self.encode_windows(torch.cat(per_audio))  # (W_total, N, E)
         x, pad = self.pack_windows(feats, counts)  # (U, Lmax, E), (U, Lmax)
         x = self.transform(x, pad)  # (U, Lmax, E)
         lengths = (~pad).sum(1).tolist()  # tokens per audio
-        L = max(1, max(sum(lengths[unique[id(c)]] for c in sample) for sample in audios))
+        L = max(1, max(sum(lengths[u] for u in row) for row in slots))
         tokens = x.new_zeros(len(audios), L, E)  # (B, L, E)
         audio_index = torch.full((len(audios), L), -1, dtype=torch.long, device=x.device)  # (B, L)
-        for b, sample in enumerate(audios):
+        for b, row in enumerate(slots):
             at = 0
-            for j, c in enumerate(sample):
-                u = unique[id(c)]
+            for j, u in enumerate(row):
                 n = lengths[u]
                 tokens[b, at : at + n] = x[u, :n]
                 audio_index[b, at : at + n] = j
@@ -208,6 +221,8 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         media_count = torch.cumsum((input_ids == self.media.audio).long(), dim=1) + (
             prev[:, None] if torch.is_tensor(prev) else 0
         )  # (B, T): the k-th <audio> and every token after it see audios 0..k-1 (1-based count)
+        if self.config.xattn.text_before_audio_sees_first:
+            media_count = media_count.clamp(min=1)  # (B, T) AF1: text before the first <audio> sees audio 0
         idx = audio.audio_index[:, None, :]  # (B, 1, L)
         allow = (idx >= 0) & (idx < media_count[:, :, None])  # (B, T, L)
         if cache is not None:

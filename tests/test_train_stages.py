@@ -1,0 +1,191 @@
+"""Each stage trains exactly its parameters; loss only on answer tokens; blending; activation checkpointing."""
+
+import json
+
+import pytest
+import torch
+
+from audioflamingo.train import train
+from audioflamingo.train.blend import epoch_mix, mix_counts
+from audioflamingo.train.data import ClipStore, SampleBuilder, read_manifest, sample_rng
+from audioflamingo.train.optim import build_optimizer, set_trainable
+from audioflamingo.train.stages import LMStep, lm_batch, prepare_model
+from audioflamingo.text import IGNORE, MediaIds
+from train_fixtures import tiny_config, write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def _snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+EXPECTED = {"clap": {"encoder"}, "pretrain": {"transform", "xattn", "embeddings"}, "sft": {"transform", "xattn", "embeddings", "lm"},
+            "chat": {"transform", "xattn", "embeddings", "lm"}}
+
+
+@pytest.mark.parametrize("stage", ["clap", "pretrain", "sft", "chat"])
+def test_exactly_the_stage_parameters_change(corpus, tmp_path, stage, monkeypatch):
+    """Frozen parameters stay bit-identical; every trainable parameter moves (weight decay 0 here, so a
+    change can only come from a gradient); in pretrain only the added tokens' embedding rows move."""
+    captured = {}
+    import audioflamingo.train.loop as loop
+
+    real = loop.prepare_model
+
+    def spy(cfg, out, main):
+        m = real(cfg, out, main)
+        captured["model"], captured["before"] = m, _snapshot(m)
+        return m
+
+    monkeypatch.setattr(loop, "prepare_model", spy)
+    cfg = tiny_config(corpus, tmp_path / stage, stage, **{"optim.weight_decay": 0.0, "max_steps": 3})
+    train(cfg)
+    model, before = captured["model"], captured["before"]
+    after = _snapshot(model)
+    groups = model.param_groups()
+    media = model.media
+    new_rows = [media.audio, media.eoc, media.sep]
+    for group, named in groups.items():
+        for name, _ in named:
+            changed = not torch.equal(before[name], after[name])
+            if group == "embeddings" and stage == "pretrain":
+                other = torch.ones(before[name].shape[0], dtype=torch.bool)
+                other[new_rows] = False
+                assert torch.equal(before[name][other], after[name][other]), f"{name}: an old token's row moved"
+                assert not torch.equal(before[name][new_rows], after[name][new_rows]), f"{name}: new token rows did not train"
+            elif group in EXPECTED[stage]:
+                assert changed, f"{stage}: {name} ({group}) should train but did not change"
+            else:
+                assert not changed, f"{stage}: {name} ({group}) is frozen but changed"
+
+
+def test_new_token_rows_only_even_with_weight_decay(corpus):
+    """AdamW decays every parameter it holds; embeddings get decay 0 so zero-gradient rows stay exact."""
+    cfg = tiny_config(corpus, corpus / "unused", "pretrain")
+    model = prepare_model(cfg, corpus / "unused", True)
+    set_trainable(model, ["transform", "xattn", "embeddings:new"])
+    opt = build_optimizer(model, cfg.optim)
+    emb = model.lm.get_input_embeddings().weight
+    assert cfg.optim.weight_decay == 0.1
+    assert all(g["weight_decay"] == 0.0 for g in opt.param_groups if any(p is emb for p in g["params"]))
+    before = emb.detach().clone()
+    for _ in range(3):
+        (emb.sum() * 1.0 + sum((p ** 2).sum() for p in model.transform.parameters())).backward()
+        opt.step()
+        opt.zero_grad()
+    rows = torch.tensor([model.media.audio, model.media.eoc, model.media.sep])
+    keep = torch.ones(len(before), dtype=torch.bool)
+    keep[rows] = False
+    assert torch.equal(before[keep], emb.detach()[keep])
+    assert not torch.equal(before[rows], emb.detach()[rows])
+
+
+def test_loss_only_on_answer_tokens_and_equals_hand_computation(corpus, tmp_path):
+    cfg = tiny_config(corpus, tmp_path, "sft")
+    model = prepare_model(cfg, tmp_path, True).eval()
+    rows = read_manifest(corpus / "train.jsonl")[:3]
+    builder = SampleBuilder(model.tokenizer, "sft", 512)
+    batch, n = lm_batch(list(enumerate(rows)), builder, 0, 0, "cpu")
+    media = MediaIds.of(model.tokenizer)
+    for ids, labels, row in zip(batch["input_ids"], batch["labels"], rows):
+        kept = labels[labels != IGNORE]
+        text = model.tokenizer.decode(kept)
+        assert text == row["answer"] + "<|endofchunk|></s>"  # answer, end of chunk, end of sequence; nothing else
+        sep = (ids == media.sep).nonzero()[0, 0]
+        assert (labels[: sep + 1] == IGNORE).all()
+    assert n == sum(int((l != IGNORE).sum()) for l in batch["labels"])
+    step = LMStep(model, ClipStore(16000, model.config.audio))
+    with torch.no_grad():
+        total = step(**batch)
+        clips = [[step.clips(k) for k in keys] for keys in batch["audios"]]
+        logits, mean = model(batch["input_ids"], batch["attention_mask"], model.encode_audio(clips), batch["labels"])
+        logp = logits.log_softmax(-1)
+        manual = 0.0
+        for b in range(logits.shape[0]):
+            for t in range(1, logits.shape[1]):
+                if batch["labels"][b, t] != IGNORE:
+                    manual -= float(logp[b, t - 1, batch["labels"][b, t]])
+    assert abs(float(total) - manual) < 1e-3
+    assert abs(float(mean) - manual / n) < 1e-5
+
+
+def test_truncated_answer_gets_no_loss(corpus, tmp_path):
+    cfg = tiny_config(corpus, tmp_path, "sft")
+    model = prepare_model(cfg, tmp_path, True)
+    row = read_manifest(corpus / "train.jsonl")[0]
+    full = SampleBuilder(model.tokenizer, "sft", 512).build(row, sample_rng(0, 0, 0))
+    sep_at = int((full.ids == model.media.sep).nonzero()[0, 0])
+    cut = SampleBuilder(model.tokenizer, "sft", sep_at + 3).build(row, sample_rng(0, 0, 0))
+    assert len(cut.ids) == sep_at + 3
+    assert (cut.labels == IGNORE).all()
+    assert (full.labels != IGNORE).sum() > 0
+
+
+def test_blend_weights_are_passes_per_epoch():
+    names = ["a"] * 10 + ["b"] * 8 + ["c"] * 6
+    order = epoch_mix(names, {"a": 2.0, "b": 0.5, "c": 1.5}, 1.0, seed=3, epoch=0)
+    counts = mix_counts(order, names)
+    assert counts == {"a": 20, "b": 4, "c": 9}
+    assert sorted(i for i in order if names[i] == "a") == sorted(list(range(10)) * 2)
+    assert len({i for i in order if names[i] == "b"}) == 4  # a subsample: distinct items
+    assert order == epoch_mix(names, {"a": 2.0, "b": 0.5, "c": 1.5}, 1.0, seed=3, epoch=0)  # seeded
+    other = epoch_mix(names, {"a": 2.0, "b": 0.5, "c": 1.5}, 1.0, seed=3, epoch=1)
+    assert other != order and mix_counts(other, names) == counts
+    assert mix_counts(epoch_mix(names, {"a": 0}, 1.0, 0, 0), names) == {"b": 8, "c": 6}
+
+
+def test_epoch_mix_is_logged(corpus, tmp_path):
+    cfg = tiny_config(corpus, tmp_path, "sft", **{"data.weights": {"noise": 2.0, "tones": 0.5}, "max_steps": 1})
+    train(cfg)
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    mix = [r for r in rows if r.get("event") == "epoch_mix"]
+    assert mix and mix[0]["mix"] == {"noise": 6, "tones": 12}
+    assert any("loss" in r for r in rows) and any("val_loss" in r for r in rows)
+
+
+def test_activation_checkpointing_gives_the_same_losses(corpus, tmp_path, monkeypatch):
+    import audioflamingo.train.loop as loop
+
+    models, real = [], loop.prepare_model
+    monkeypatch.setattr(loop, "prepare_model", lambda *a: models.append(real(*a)) or models[-1])
+    a = train(tiny_config(corpus, tmp_path / "a", "sft"))["losses"]
+    b = train(tiny_config(corpus, tmp_path / "b", "sft", activation_checkpointing=True))["losses"]
+    flags = [l.decoder_layer.gradient_checkpointing for l in models[1].lm.transformer.h]
+    assert flags == [True, True] and not models[0].lm.transformer.h[0].decoder_layer.gradient_checkpointing
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    assert a[-1] < a[0]
+
+
+def test_recall_at_k_hand_computed():
+    from audioflamingo.train.clap import recall_at, retrieval_metrics
+
+    sim = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.3, 0.8], [0.7, 0.6, 0.1]])
+    rel = torch.eye(3, dtype=torch.bool)
+    r = recall_at(sim, rel, ks=(1, 2))
+    assert r[1] == pytest.approx(1 / 3)  # only query 0 ranks its own item first
+    assert r[2] == pytest.approx(2 / 3)  # query 2 ranks its item third
+    # two clips share caption 0: either retrieves it at rank 1
+    a = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=-1)
+    t = torch.nn.functional.normalize(torch.tensor([[1.0, 0.05], [0.0, 1.0]]), dim=-1)
+    m = retrieval_metrics(a, t, torch.tensor([0, 0, 1]))
+    assert m["a2t_R@1"] == 1.0 and m["t2a_R@1"] == 1.0
+
+
+def test_contrastive_loss_treats_shared_captions_as_positives():
+    from audioflamingo.train.clap import contrastive_loss
+
+    a = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]]), dim=-1)
+    t = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # clips 0 and 1 share one caption
+    scale = torch.tensor(1.0)
+    shared = contrastive_loss(a, t, torch.tensor([0, 0, 1]), scale)
+    distinct = contrastive_loss(a, t, torch.tensor([0, 1, 2]), scale)
+    assert shared < distinct  # clip 1 is not pushed away from its own caption
+    lg = scale.exp() * a @ t.T  # (3, 3)
+    pa, pt = lg.log_softmax(1), lg.T.log_softmax(1)
+    a2t = -(0.5 * (pa[0, 0] + pa[0, 1]) + 0.5 * (pa[1, 0] + pa[1, 1]) + pa[2, 2]) / 3
+    t2a = -(0.5 * (pt[0, 0] + pt[0, 1]) + 0.5 * (pt[1, 0] + pt[1, 1]) + pt[2, 2]) / 3
+    assert float(shared) == pytest.approx(float(0.5 * (a2t + t2a)), rel=1e-5)
