@@ -145,8 +145,8 @@ def test_random_neighbours_follow_the_same_rules(corpus):
     _, index = corpus
     row = index.rows[index.position["t0"]]
     cfg = NeighbourConfig(k=4, seed=1)
-    (a,) = random_neighbours(index, [row["audio"]], cfg, ["t0"], ["low"])
-    (b,) = random_neighbours(index, [row["audio"]], cfg, ["t0"], ["low"])
+    (a,) = random_neighbours(index, [row["audio"]], cfg, ["t0"], [{"dataset": "low"}])
+    (b,) = random_neighbours(index, [row["audio"]], cfg, ["t0"], [{"dataset": "low"}])
     assert [s.id for s in a] == [s.id for s in b] and len(a) == 4
     assert row["audio"] not in {s.audio for s in a} and len({s.audio for s in a}) == 4
     assert all(s.row["dataset"] == "low" and s.score is None for s in a)

@@ -81,11 +81,14 @@ def test_shuffle_is_seeded_per_query_and_keeps_the_nearest_k():
     assert ids_of(alone[0]) == a[1]
 
 
-def test_same_dataset_only_when_asked():
+def test_same_dataset_and_task_only_when_asked():
     index = line_index([("a", "A.wav", 0, "cats"), ("b", "B.wav", 5, "dogs"), ("c", "C.wav", 50, "cats")])
+    index.rows[0]["task"], index.rows[2]["task"] = "caption", "aqa"
     cfg = NeighbourConfig(k=1, order="nearest_first")
     assert ids_of(select_neighbours(index, at(4), ["/q.wav"], cfg)[0]) == ["b"]
-    assert ids_of(select_neighbours(index, at(4), ["/q.wav"], cfg, query_datasets=["cats"])[0]) == ["a"]
+    assert ids_of(select_neighbours(index, at(4), ["/q.wav"], cfg, query_rows=[{"dataset": "cats"}])[0]) == ["a"]
+    query = {"dataset": "cats", "task": "aqa"}  # a's task differs: c, further away, is the one
+    assert ids_of(select_neighbours(index, at(4), ["/q.wav"], cfg, query_rows=[query])[0]) == ["c"]
 
 
 def test_an_item_from_another_split_is_refused():

@@ -7,8 +7,8 @@ text is ICL_PREFIX, then per shot `<audio>` + prompt + "\\nAnswer:" + `<SEP>` + 
 For the SFT blend (about 80 % plain items, 20 % k-shot items, set by the blend weights),
 `build_icl_manifest` writes a JSONL manifest whose rows are the query's own manifest row plus
 `shots: [{"audio", "prompt", "answer", "id", "score"}, ...]` (training order: seeded shuffle). Shots
-come from an index of the train split only and from the query's own dataset, so no validation or
-test item can leak into training.
+come from an index of the train split only and from the query's own dataset and task, so no
+validation or test item can leak into training.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def build_icl_manifest(
             chunk = rows[start : start + 512]
             vecs = query_vectors(index, chunk, embedder)  # (q, c)
             picks = select_neighbours(
-                index, vecs, [r["audio"] for r in chunk], cfg, [r["id"] for r in chunk], [r.get("dataset") for r in chunk]
+                index, vecs, [r["audio"] for r in chunk], cfg, [r["id"] for r in chunk], chunk
             )
             for row, nearest in zip(chunk, picks):
                 rng = np.random.default_rng([seed, zlib.crc32(row["id"].encode())])

@@ -34,6 +34,7 @@ class NeighbourConfig:
     order: str = "nearest_last"  # nearest_last | nearest_first | shuffle
     seed: int = 0  # for "shuffle"
     max_score: float | None = None  # drop hits at least this similar (e.g. 0.999: copies of the query under another name)
+    same: tuple[str, ...] = ("dataset", "task")  # with query rows: hits agree with the query on these fields
 
     def __post_init__(self):
         if self.order not in ORDERS:
@@ -69,6 +70,11 @@ def _query_rng(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(key.encode())])
 
 
+def _agrees(row: dict, query: dict | None, fields) -> bool:
+    """Does an index row match the query row on `fields` (those the query row has)?"""
+    return query is None or all(row.get(f) == query[f] for f in fields if f in query)
+
+
 def _row_shot(row: dict, score: float) -> Shot:
     return Shot(row["audio"], row.get("prompt", ""), row["answer"], row["id"], float(score), row)
 
@@ -79,19 +85,20 @@ def select_neighbours(
     query_audio: list,
     config: NeighbourConfig | None = None,
     query_ids: list | None = None,
-    query_datasets: list | None = None,
+    query_rows: list[dict] | None = None,
 ) -> list[list[Shot]]:
     """k examples per query, chosen and ordered by the AF1 rule.
 
     vectors: (q, c) query embeddings; query_audio: q paths (or None / arrays for in-memory audio,
     which have no file to exclude); query_ids: q ids to exclude as well (or None);
-    query_datasets: q dataset names; when given, hits come from the query's own dataset only.
+    query_rows: q manifest rows; when given, hits agree with them on `config.same` (default: the same
+    dataset and task), the fields a row has.
     """
     cfg = config or NeighbourConfig()
     n_q = len(query_audio)
     query_ids = list(query_ids) if query_ids is not None else [None] * n_q
-    datasets = list(query_datasets) if query_datasets is not None else [None] * n_q
-    if len(query_ids) != n_q or len(datasets) != n_q or (n_q and len(vectors) != n_q):
+    qrows = list(query_rows) if query_rows is not None else [None] * n_q
+    if len(query_ids) != n_q or len(qrows) != n_q or (n_q and len(vectors) != n_q):
         raise RetrievalError(f"select_neighbours: {len(vectors)} vectors, {n_q} audios and {len(query_ids)} ids must match")
     if cfg.k == 0 or n_q == 0:
         return [[] for _ in range(n_q)]
@@ -120,7 +127,7 @@ def select_neighbours(
                     )
                 if row["audio"] == own[qi] or (query_ids[qi] is not None and row["id"] == str(query_ids[qi])):
                     continue
-                if row["audio"] in files or (datasets[qi] is not None and row.get("dataset") != datasets[qi]):
+                if row["audio"] in files or not _agrees(row, qrows[qi], cfg.same):
                     continue
                 if cfg.max_score is not None and s >= cfg.max_score:
                     continue
@@ -144,14 +151,14 @@ def random_neighbours(
     query_audio: list,
     config: NeighbourConfig | None = None,
     query_ids: list | None = None,
-    query_datasets: list | None = None,
+    query_rows: list[dict] | None = None,
 ) -> list[list[Shot]]:
     """The control for retrieval: k random items per query under the same rules (distinct files, never
-    the query's own file or id, same dataset when given), seeded per query; scores are None."""
+    the query's own file or id, agreeing with query rows when given), seeded per query; scores are None."""
     cfg = config or NeighbourConfig()
     n_q = len(query_audio)
     query_ids = list(query_ids) if query_ids is not None else [None] * n_q
-    datasets = list(query_datasets) if query_datasets is not None else [None] * n_q
+    qrows = list(query_rows) if query_rows is not None else [None] * n_q
     out = []
     for i, audio in enumerate(query_audio):
         own, key = audio_identity(audio), str(query_ids[i] or audio_identity(audio) or i)
@@ -160,7 +167,7 @@ def random_neighbours(
             row = index.rows[p]
             if row["audio"] == own or row["id"] == query_ids[i] or row["audio"] in files:
                 continue
-            if datasets[i] is not None and row.get("dataset") != datasets[i]:
+            if not _agrees(row, qrows[i], cfg.same):
                 continue
             files.add(row["audio"])
             shots.append(Shot(row["audio"], row.get("prompt", ""), row["answer"], row["id"], None, row))
