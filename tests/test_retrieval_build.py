@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from audioflamingo.retrieval import AudioIndex, FingerprintMismatch, NeighbourConfig, RetrievalError, build_index, retrieve
+from audioflamingo.data.manifest import ManifestError
 from audioflamingo.retrieval.build import read_manifest
 from audioflamingo.retrieval.spectral import SpectralEmbedder
 
@@ -110,7 +111,7 @@ def test_read_manifest_resolves_paths_and_rejects_bad_rows(tmp_path):
     (row,) = read_manifest(tmp_path / "sub" / "m.jsonl", split=None)
     assert row["audio"] == str((tmp_path / "sub" / "x" / "a.wav").resolve()) and row["id"] == "1"
     (tmp_path / "bad.jsonl").write_text(json.dumps({"id": "1", "audio": "a.wav"}) + "\n")
-    with pytest.raises(RetrievalError, match=r"bad.jsonl:1: .*answer"):
+    with pytest.raises(ManifestError, match=r"bad.jsonl:1: missing required key 'answer'"):
         read_manifest(tmp_path / "bad.jsonl", split=None)
     (tmp_path / "dup.jsonl").write_text(2 * (json.dumps({"id": "1", "audio": "a.wav", "answer": "b"}) + "\n"))
     with pytest.raises(RetrievalError, match="more than once"):

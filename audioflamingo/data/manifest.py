@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from audioflamingo.config import ConfigError
+
 REQUIRED = ("id", "audio", "dataset", "task", "prompt", "answer", "split")
 SPLITS = ("train", "val", "test")
 TASKS = (
@@ -38,18 +40,20 @@ OPTIONAL_TYPES = {
 }
 
 
-class ManifestError(ValueError):
+class ManifestError(ConfigError):
     """A manifest file or row is malformed; the message names the file and line."""
 
 
-def row_problems(row: object) -> list[str]:
+def row_problems(row: object, required: tuple[str, ...] = REQUIRED) -> list[str]:
     """Everything wrong with one parsed row, as short phrases (empty list = valid)."""
     if not isinstance(row, dict):
         return [f"row is a {type(row).__name__}, expected a JSON object"]
     problems = []
-    for key in REQUIRED:
+    for key in required:
         if key not in row:
             problems.append(f"missing required key {key!r}")
+        elif key == "id" and isinstance(row[key], int) and not isinstance(row[key], bool):
+            continue  # integer ids are fine (they are read as strings)
         elif not isinstance(row[key], str):
             problems.append(f"key {key!r} must be a string, got {type(row[key]).__name__}")
         elif key not in ("prompt", "answer") and not row[key].strip():
@@ -69,7 +73,7 @@ def row_problems(row: object) -> list[str]:
     return problems
 
 
-def iter_manifest(path: str | Path, strict: bool = True) -> Iterator[tuple[int, dict | None, list[str]]]:
+def iter_manifest(path: str | Path, strict: bool = True, required: tuple[str, ...] = REQUIRED) -> Iterator[tuple[int, dict | None, list[str]]]:
     """Yield (line_number, row or None, problems) for every non-blank line of a JSONL manifest."""
     path = Path(path)
     if not path.is_file():
@@ -85,15 +89,31 @@ def iter_manifest(path: str | Path, strict: bool = True) -> Iterator[tuple[int, 
                     raise ManifestError(f"{path}:{n}: not valid JSON ({e.msg})") from e
                 yield n, None, [f"not valid JSON ({e.msg})"]
                 continue
-            problems = row_problems(row)
+            problems = row_problems(row, required)
             if problems and strict:
                 raise ManifestError(f"{path}:{n}: {'; '.join(problems)}")
             yield n, row, problems
 
 
-def read_manifest(path: str | Path) -> list[dict]:
-    """All rows of a manifest, validated; raises ManifestError naming file:line on the first bad row."""
-    return [row for _, row, _ in iter_manifest(path, strict=True)]
+def read_manifest(path: str | Path, required: tuple[str, ...] = REQUIRED, resolve: bool = False) -> list[dict]:
+    """All rows of a manifest, validated; raises ManifestError naming file:line on the first bad row.
+
+    The one manifest reader of the project. `required`: the keys a reader needs (the corpus needs all
+    of REQUIRED; evaluation and retrieval accept hand-made files with fewer). `resolve`: ids become
+    strings and every audio path (`audio`, `extra_audios`, `shots[].audio`) absolute.
+    """
+    rows = [row for _, row, _ in iter_manifest(path, strict=True, required=required)]
+    if resolve:
+        base = Path(path).resolve().parent
+        absolute = lambda a: str(a) if Path(a).is_absolute() else str((base / a).resolve())  # noqa: E731
+        for row in rows:
+            row["id"] = str(row["id"])
+            row["audio"] = absolute(row["audio"])
+            if "extra_audios" in row:
+                row["extra_audios"] = [absolute(a) for a in row["extra_audios"]]
+            for shot in row.get("shots", []):
+                shot["audio"] = absolute(shot["audio"])
+    return rows
 
 
 def resolve_audio(row: dict, manifest_path: str | Path) -> Path:

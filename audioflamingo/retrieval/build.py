@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from audioflamingo.data.manifest import read_manifest as _read_manifest
 from audioflamingo.retrieval.cache import EmbeddingCache, file_key
 from audioflamingo.retrieval.index import META_FILE, AudioIndex, IndexConfig, RetrievalError, normalize
 
@@ -25,30 +26,12 @@ REQUIRED = ("id", "audio", "answer")
 
 
 def read_manifest(path: str | Path, split: str | None = None) -> list[dict]:
-    """JSONL manifest -> rows with absolute `audio` paths; only rows of `split` (None = all rows)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RetrievalError(f"manifest {path} does not exist")
-    rows, splits = [], set()
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise RetrievalError(f"{path}:{lineno}: not valid JSON: {e}") from e
-            missing = [k for k in REQUIRED if k not in row]
-            if missing:
-                raise RetrievalError(f"{path}:{lineno}: row lacks required field(s) {', '.join(missing)}")
-            splits.add(row.get("split"))
-            if split is not None and row.get("split") != split:
-                continue
-            row["id"] = str(row["id"])
-            row["audio"] = str((path.parent / row["audio"]).resolve())  # relative to the manifest's folder
-            rows.append(row)
+    """Manifest rows (the project's one reader, absolute `audio` paths) of `split` (None = all), ids unique."""
+    every = _read_manifest(path, required=REQUIRED, resolve=True)
+    rows = [r for r in every if split is None or r.get("split") == split]
     if not rows:
-        raise RetrievalError(f"manifest {path} has no rows of split {split!r} (splits present: {sorted(map(str, splits))})")
+        splits = sorted({str(r.get("split")) for r in every})
+        raise RetrievalError(f"manifest {path} has no rows of split {split!r} (splits present: {splits})")
     seen = set()
     for row in rows:
         if row["id"] in seen:
