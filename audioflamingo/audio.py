@@ -114,17 +114,22 @@ def load_audio(source, sample_rate: int = 16000, cfg: AudioConfig | None = None)
         data, rate, name = _read(source)
     mono = to_mono_rate(data, rate, sample_rate, name, notes)
     clip = Clip(mono, sample_rate, name, notes, original_seconds=len(mono) / sample_rate)
-    if cfg is not None and (cfg.peak_normalize or cfg.int16_roundtrip):
+    if cfg is not None and (cfg.peak_normalize or cfg.int16_roundtrip or cfg.rescale_nonnegative):
         clip.samples = af1_normalize(clip.samples, cfg)
     return clip
 
 
 def af1_normalize(x: np.ndarray, cfg: AudioConfig) -> np.ndarray:
-    """AF1's preprocessing: peak-normalise (silence stays silence, never NaN), int16 round trip."""
-    if cfg.peak_normalize:
-        peak = float(np.abs(x).max()) if x.size else 0.0
-        if peak > 0:
-            x = x / peak
+    """AF1's preprocessing: peak-normalise (silence stays silence, never NaN), int16 round trip.
+
+    With `rescale_nonnegative` (AF1), a clip without a single negative sample is mapped affinely to
+    2·x/max − 1 instead (AF1 turned an all-zero clip into NaN there: ours stays all-zero).
+    """
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if cfg.rescale_nonnegative and peak > 0 and float(x.min()) >= 0:
+        x = 2.0 * x / peak - 1.0
+    elif cfg.peak_normalize and peak > 0:
+        x = x / peak
     if cfg.int16_roundtrip:
         x = (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16).astype(np.float32) / 32767.0
     return x.astype(np.float32)

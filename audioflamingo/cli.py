@@ -13,7 +13,11 @@ import sys
 COMMAND_MODULES = [
     "audioflamingo.commands.core",  # ask, model-info
     "audioflamingo.eval.cli",  # score, eval
+    "audioflamingo.compat.cli",  # convert af1, af1-chat
     "audioflamingo.train.cli",  # train
+    "audioflamingo.data.cli",  # data build-corpus, check, stats, convert, export-shards
+    "audioflamingo.serve.cli",  # chat, serve
+    "audioflamingo.retrieval.cli",  # index build/search/info/icl
 ]
 
 

@@ -159,6 +159,9 @@ class AudioConfig:
     max_windows: int = 16  # AF1: 16 windows = 33.25 s
     peak_normalize: bool = False  # AF1 peak-normalises every clip (we never divide by zero)
     int16_roundtrip: bool = False  # AF1 quantised to int16 and back
+    rescale_nonnegative: bool = False  # AF1: a clip with no negative sample maps to 2x/max - 1 (silence stays 0)
+    pad_to_max_windows: bool = False  # AF1: every audio padded to max_windows; padding windows encoded too
+    audio_slots: int = 1  # with pad_to_max_windows: each sample padded to this many audios (AF1 chat: 4)
 
     @property
     def window_samples(self) -> int:
@@ -207,6 +210,10 @@ class TransformConfig:
     max_positions: int = 128  # AF1: sinusoidal positions over 128 slots
     dropout: float = 0.1
     scale_input: bool = True  # AF1 multiplies the input by sqrt(width)
+    positions: str = "sinusoids"  # "interleaved": AF1's table (sin on even, cos on odd channels)
+    input_norm: bool = False  # AF1: LayerNorm of the input before the first layer
+    layer_norm_eps: float = 1e-5  # AF1: 1e-6
+    mask_padding: bool = True  # AF1 attends to the padding windows too (set False only to reproduce AF1)
 
 
 @dataclass
@@ -218,6 +225,7 @@ class XAttnConfig:
     head_dim: int = 64
     ffn_mult: int = 4
     bias: bool = False
+    text_before_audio_sees_first: bool = False  # AF1: text before the first <audio> attends to audio 0
 
 
 @dataclass
@@ -238,6 +246,7 @@ class ModelConfig:
     transform: TransformConfig = field(default_factory=TransformConfig)
     xattn: XAttnConfig = field(default_factory=XAttnConfig)
     lm: LMConfig = field(default_factory=LMConfig)
+    prompt_style: str = "default"  # "af1": AF1's inference strings (audioflamingo.compat.af1_prompts)
 
 
 def load_model_config(source: str | Path | dict, overrides=None) -> ModelConfig:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchmarks.common import machine
 
-SECTIONS = ["generation", "encoder", "training", "retrieval", "pipeline", "memory"]
+SECTIONS = ["generation", "encoder", "training", "retrieval", "pipeline", "memory", "serve_load"]
 
 
 def main(argv=None) -> int:

@@ -10,8 +10,10 @@ PY=${PYTHON:-python3}
 
 if [ "$dev" = 1 ]; then
   # Debian packages: ffmpeg (g722/WavPack/mp3 decoding), espeak-ng + flite (speech synthesis),
-  # fluid-soundfont-gm (music synthesis), chromium (web page test), sox (checks).
-  pkgs="ffmpeg espeak-ng flite sox fluid-soundfont-gm chromium"
+  # fluidsynth + fluid-soundfont-gm (music synthesis), chromium (web page test), sox (checks).
+  # The corpus builder fetches its data packages itself (apt-get download + dpkg-deb -x, see
+  # audioflamingo/data/debian.py); nothing else is installed for it.
+  pkgs="ffmpeg espeak-ng flite sox fluidsynth fluid-soundfont-gm chromium"
   missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
   if [ -n "$missing" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

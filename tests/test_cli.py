@@ -49,3 +49,12 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert "pytest" in install_and_test and " ask " in install_and_ask
     ci = (ROOT / ".ci/run").read_text()
     assert install_and_test in ci.splitlines()
+
+
+def test_readme_main_command_runs():
+    """README's first command, as a new user runs it: install (idempotent) and answer about the bundled clip."""
+    install_and_ask, _ = readme_commands()
+    r = subprocess.run(["bash", "-c", install_and_ask], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    answer = r.stdout.strip().splitlines()[-1]
+    assert answer and not answer.startswith("audioflamingo installed")

@@ -204,8 +204,8 @@ def test_manifest_errors_name_file_and_line(tmp_path):
     bad = tmp_path / "m.jsonl"
     bad.write_text('{"id": "a", "audio": "a.wav", "prompt": "p", "answer": "x", "split": "test"}\n{"id": "b", "audio": "b.wav"}\n')
     cfg = load_eval_config({"data_root": str(tmp_path), "tasks": [{"name": "t", "manifest": "m.jsonl", "metric": "accuracy"}]})
-    with pytest.raises(ConfigError, match=r"m\.jsonl:2: manifest row lacks prompt, answer"):
+    with pytest.raises(ConfigError, match=r"m\.jsonl:2: missing required key 'prompt'; missing required key 'answer'"):
         build_items(cfg.tasks[0], cfg.data_root)
     bad.write_text("[1]\n")
-    with pytest.raises(ConfigError, match=r"m\.jsonl:1: a manifest row must be a JSON object"):
+    with pytest.raises(ConfigError, match=r"m\.jsonl:1: row is a list, expected a JSON object"):
         build_items(cfg.tasks[0], cfg.data_root)

@@ -23,7 +23,9 @@ def add_commands(sub) -> None:
     p.add_argument("--num-beams", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
-    p.add_argument("--example", action="append", default=[], metavar="AUDIO=ANSWER", help="an in-context example (repeatable)")
+    from audioflamingo.retrieval.cli import add_rag_arguments
+
+    add_rag_arguments(p)  # --rag DIR --shots K --shot-order ... --example AUDIO=ANSWER
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("model-info", help="parameter counts of a preset or checkpoint")
@@ -39,16 +41,6 @@ def _generation_kwargs(args) -> dict:
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
-def _examples(specs: list[str]) -> list[tuple[str, str]]:
-    out = []
-    for spec in specs:
-        if "=" not in spec:
-            raise ValueError(f"--example {spec!r}: expected AUDIO=ANSWER")
-        audio, answer = spec.split("=", 1)
-        out.append((audio, answer))
-    return out
-
-
 def cmd_ask(args) -> int:
     from audioflamingo import load_model
 
@@ -56,12 +48,15 @@ def cmd_ask(args) -> int:
         warnings.simplefilter("always")
         model = load_model(args.model, device=args.device)
         sources = args.audio if len(args.audio) > 1 else args.audio[0]
-        answer = model.answer(sources, args.prompt, task=args.task, examples=_examples(args.example) or None,
-                              generation=args.preset, **_generation_kwargs(args))[0]
+        from audioflamingo.retrieval.cli import rag_kwargs
+
+        icl = rag_kwargs(args)
+        answer = model.answer(sources, args.prompt, task=args.task, examples=icl["examples"], rag=icl["rag"], shots=icl["shots"],
+                              shot_order=icl["order"], generation=args.preset, **_generation_kwargs(args))[0]
     notes = list(dict.fromkeys(answer.warnings + [str(w.message) for w in caught if "deprecated" not in str(w.message)]))
     if args.json:
         print(json.dumps({"answer": answer.text, "warnings": notes, "audio_seconds_used": answer.audio_seconds,
-                          "model": args.model or "default"}))
+                          "examples": answer.examples, "model": args.model or "default"}))
     else:
         for n in notes:
             print(f"warning: {n}", file=sys.stderr)

@@ -43,7 +43,8 @@ def _clean(text: str) -> str:
 
 def foundation_prompt(prompt: str, prefix: str, bos: str = "</s>", sep: str = SEP_TOKEN) -> str:
     """One audio, one question: '</s>the task is … <audio>question…\\nanswer:<SEP>' (all lower case)."""
-    return f"{bos}{_clean(prefix)} <audio>{_clean(prompt)}\nanswer:{sep}"
+    head = f"{_clean(prefix)} " if prefix.strip() else ""  # no task: nothing between </s> and <audio>
+    return f"{bos}{head}<audio>{_clean(prompt)}\nanswer:{sep}"
 
 
 def chat_prompt(dialogue: list[dict], prefix: str = CHAT_PREFIX, bos: str = "</s>", sep: str = SEP_TOKEN,
@@ -65,3 +66,36 @@ def clean_answer(decoded: str, sep: str = SEP_TOKEN, eos: str = "</s>", pad: str
     """The release's post-processing of `tokenizer.decode(output)`: text after the last <SEP>, without
     </s>, <pad> and <|endofchunk|> (no stripping of spaces)."""
     return decoded.split(sep)[-1].replace(eos, "").replace(pad, "").replace("<|endofchunk|>", "")
+
+
+def leading_specials(tokenizer) -> str:
+    """The tokens a tokenizer prepends by itself ('</s>' for OPT, '' for ours): AF1 tokenised its strings
+    with add_special_tokens=True, our `text.encode` never adds any, so af1 texts spell them out."""
+    ids = tokenizer("", add_special_tokens=True)["input_ids"]
+    return "".join(tokenizer.convert_ids_to_tokens(ids))
+
+
+def task_prefix(task: str | None) -> str:
+    """'caption' / 'aqa' / 'scene' / 'event' -> the release's prefix; other text t -> 'The task is t.'"""
+    if not task:
+        return ""
+    return FOUNDATION_TASK_PREFIXES.get(task, f"The task is {task.rstrip('.')}.")
+
+
+def af1_text(tokenizer, prompt: str, n_audios: int = 1, task: str | None = None, answer: str | None = None,
+             examples: bool = False) -> str:
+    """The foundation inference string for `prompt_style: af1` (one audio, AF1's lower-case spelling).
+
+    With `answer` (option scoring) the string goes on with answer + '<|endofchunk|></s>'.
+    """
+    if examples:
+        raise ValueError("prompt_style af1: the AF1 release has no inference format for in-context examples; "
+                         "use the default prompt style for examples")
+    if n_audios != 1 or prompt.count("<audio>") > 1:
+        raise ValueError(f"prompt_style af1: AF1 foundation prompts take exactly one audio, got {n_audios}")
+    prefix = task_prefix(task)
+    prompt = prompt.replace("<audio>", "")
+    text = leading_specials(tokenizer) + foundation_prompt(prompt, prefix, bos=tokenizer.eos_token)
+    if answer is not None:
+        text += f"{answer}<|endofchunk|>{tokenizer.eos_token}"
+    return text

@@ -19,6 +19,7 @@ Same config + same predictor => same numbers: example selection uses seeded gene
 from __future__ import annotations
 
 import hashlib
+import weakref
 import math
 import zlib
 from pathlib import Path
@@ -45,11 +46,22 @@ def unit_rows(x) -> np.ndarray:
     return x / np.maximum(norms, 1e-12)  # cosine similarity from here on
 
 
+_EMBEDDINGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # predictor -> {audio path: unit vector}
+
+
 def _embed_audio(predictor, audios: list[str], batch_size: int) -> np.ndarray:
+    """Unit embeddings of audio files; each file is embedded once per predictor (runs over k and seeds reuse them)."""
     if not hasattr(predictor, "embed_audio"):
         raise TypeError(f"{type(predictor).__name__} has no embed_audio(): needed for retrieved shots and retrieval tasks")
-    chunks = [unit_rows(predictor.embed_audio(audios[i : i + batch_size])) for i in range(0, len(audios), batch_size)]
-    return np.concatenate(chunks) if chunks else np.zeros((0, 1))
+    try:
+        cache = _EMBEDDINGS.setdefault(predictor, {})
+    except TypeError:  # a predictor that cannot be weakly referenced: no cache
+        cache = {}
+    todo = list(dict.fromkeys(a for a in audios if a not in cache))
+    for i in range(0, len(todo), batch_size):
+        for a, v in zip(todo[i : i + batch_size], unit_rows(predictor.embed_audio(todo[i : i + batch_size]))):
+            cache[a] = v
+    return np.stack([cache[a] for a in audios]) if audios else np.zeros((0, 1))
 
 
 def select_shots(task: TaskConfig, items: list[Item], pool: list[Item], k: int, seed: int, predictor, batch_size: int) -> list[list[Item]]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audioflamingo.config import ConfigError, from_dict, load_yaml
+from audioflamingo.data.manifest import read_manifest as _read_manifest
 from audioflamingo.model.generate import GenerationConfig
 from audioflamingo.eval.metrics import SCORE_METRICS, TEXT_METRICS, normalize_label
 from audioflamingo.eval.parsers import PARSERS
@@ -156,28 +157,8 @@ REQUIRED = ("id", "audio", "prompt", "answer")
 
 
 def read_manifest(path: str | Path) -> list[dict]:
-    """Rows of a manifest JSONL; `audio` (and `extra_audios`) resolved against the manifest's folder."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"manifest {path} does not exist")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise ConfigError(f"{path}:{n}: a manifest row must be a JSON object")
-        missing = [k for k in REQUIRED if k not in row]
-        if missing:
-            raise ConfigError(f"{path}:{n}: manifest row lacks {', '.join(missing)}")
-        row = dict(row)
-        row["id"] = str(row["id"])
-        row["audio"] = str((path.parent / row["audio"]).resolve()) if not Path(row["audio"]).is_absolute() else row["audio"]
-        rows.append(row)
-    return rows
+    """Rows of a manifest (the project's one reader); `audio` paths resolved against the manifest's folder."""
+    return _read_manifest(path, required=REQUIRED, resolve=True)
 
 
 def _keep(row: dict, split, dataset, task) -> bool:

@@ -147,6 +147,10 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         by sample); the encoder is then skipped (training with a frozen encoder caches them per clip).
         """
         cfg = self.config.audio
+        if cfg.pad_to_max_windows:  # AF1 mode: fixed slots, padding encoded (audioflamingo/compat/af1_audio.py)
+            from audioflamingo.compat.af1_audio import encode_audio_slots
+
+            return encode_audio_slots(self, audios)
         E = self.config.encoder.out_dim
         unique: dict[int, int] = {}  # id(clip) (or flat position, with window_features) -> row in the unique list
         slots: list[list[int]] = []  # slots[b][j] = unique row of audio j of sample b
@@ -217,6 +221,8 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         media_count = torch.cumsum((input_ids == self.media.audio).long(), dim=1) + (
             prev[:, None] if torch.is_tensor(prev) else 0
         )  # (B, T): the k-th <audio> and every token after it see audios 0..k-1 (1-based count)
+        if self.config.xattn.text_before_audio_sees_first:
+            media_count = media_count.clamp(min=1)  # (B, T) AF1: text before the first <audio> sees audio 0
         idx = audio.audio_index[:, None, :]  # (B, 1, L)
         allow = (idx >= 0) & (idx < media_count[:, :, None])  # (B, T, L)
         if cache is not None:

@@ -57,10 +57,10 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
 class _Stepper:
     """Runs the model one step at a time, with a cache or by full recomputation."""
 
-    def __init__(self, model, input_ids, attention_mask, audio, use_cache):
-        self.model, self.audio, self.use_cache = model, audio, use_cache
+    def __init__(self, model, input_ids, attention_mask, audio, use_cache, cache=None):
+        self.model, self.audio, self.use_cache = model, audio, use_cache or cache is not None
         self.ids, self.mask = input_ids, attention_mask  # (B, T) all tokens so far
-        self.cache = FlamingoCache() if use_cache else None
+        self.cache = cache if cache is not None else (FlamingoCache() if use_cache else None)
 
     def first(self) -> torch.Tensor:
         logits, _ = self.model(self.ids, self.mask, self.audio, cache=self.cache)
@@ -93,19 +93,24 @@ def generate(
     cfg: GenerationConfig,
     stop_ids: set[int],
     on_tokens: Callable[[list[int | None]], None] | None = None,
+    cache: FlamingoCache | None = None,
 ) -> list[list[int]]:
     """input_ids (B, T) left-padded -> B lists of new token ids (stop tokens excluded).
 
     `on_tokens` is called after every step with the new token of each sample (None once finished).
+    `cache`: continue from an existing cache (a chat session): input_ids are then the new tokens only,
+    and the cache is updated in place.
     """
     if cfg.num_beams > 1:
+        if cache is not None:
+            raise ValueError("beam search cannot continue an existing cache; use greedy or sampling")
         return _beam_search(model, input_ids, attention_mask, audio, cfg, stop_ids)
     B = input_ids.shape[0]
     gen = None
     if cfg.do_sample:
         gen = torch.Generator(device=input_ids.device)
         gen.manual_seed(cfg.seed if cfg.seed is not None else torch.seed())
-    step = _Stepper(model, input_ids, attention_mask, audio, cfg.use_cache)
+    step = _Stepper(model, input_ids, attention_mask, audio, cfg.use_cache, cache)
     logits = step.first()
     out: list[list[int]] = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)

@@ -4,6 +4,7 @@ log-likelihood), built on the one template module and the decoding loop."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import torch
 
@@ -64,35 +65,51 @@ class InferenceMixin:
         if per_item and len(examples) != len(prompts):
             raise ValueError(f"{len(examples)} example lists for {len(prompts)} prompts")
         groups = examples if per_item else [examples] * len(prompts)
-        loaded: dict = {}
+        loaded: dict = {}  # one Clip per distinct source: encode_audio then encodes each once per batch
         out = []
         for p, group in zip(prompts, groups):
             shots = []
             for ex in group:
                 audio, prompt, ans = (ex["audio"], ex.get("prompt") or p, ex["answer"]) if isinstance(ex, dict) else (ex[0], p, ex[1])
-                key = id(ex) if not per_item else None
-                clip = loaded.get(key) if key is not None else None
-                if clip is None:
-                    clip = self.load_clip(audio)
-                    if key is not None:
-                        loaded[key] = clip
+                key = str(audio) if isinstance(audio, (str, Path)) else id(audio)
+                if key not in loaded:
+                    loaded[key] = self.load_clip(audio)
+                clip = loaded[key]
                 shots.append((clip, prompt, ans, ex.get("id") if isinstance(ex, dict) else None, ex.get("score") if isinstance(ex, dict) else None))
             out.append(shots)
         return out
 
+    def _retrieve(self, sources, prompts, rag, shots, order, examples):
+        """Per-item example lists: user examples (shared) then the `shots` retrieved for the item's first audio."""
+        from audioflamingo.retrieval.icl import icl_prompts
+
+        if examples and all(isinstance(e, list) for e in examples):
+            raise ValueError("rag= combines with shared examples only, not per-item example lists")
+        found = icl_prompts([s[0] for s in sources], prompts, rag=rag, embedder=self, shots=shots, examples=examples, order=order)
+        return [[{"audio": s.audio, "prompt": s.prompt, "answer": s.answer, "id": s.id, "score": s.score} for s in p.shots] for p in found]
+
     def _text(self, prompt, n_audios, task, shots, answer=None):
         bos = self.tokenizer.bos_token or self.tokenizer.eos_token
         eos = self.tokenizer.eos_token
+        if self.config.prompt_style == "af1":  # the released AF1 weights' own inference strings
+            from audioflamingo.compat.af1_prompts import af1_text
+
+            return af1_text(self.tokenizer, prompt, n_audios, task, answer, bool(shots))
         if shots:
             return icl_text([(sp, sa) for _, sp, sa, *_ in shots], prompt, answer, bos, eos, n_audios)
         return single_text(prompt, answer, task, n_audios, bos, eos)
 
     @torch.no_grad()
-    def answer(self, audio, prompt, *, task=None, examples=None, generation=None, on_tokens=None, **gen) -> list[Answer]:
+    def answer(self, audio, prompt, *, task=None, examples=None, rag=None, shots: int = 4, shot_order: str = "nearest_last",
+               generation=None, on_tokens=None, **gen) -> list[Answer]:
         """Batched generation with details. `examples`: shared [(audio, answer)] shown before every query
-        (their audio encoded once for the batch), or one list of {"audio","prompt","answer"} per item."""
+        (their audio encoded once for the batch), or one list of {"audio","prompt","answer"} per item.
+        `rag`: a retrieval index (or its folder) built with this model: `shots` nearest training examples
+        (one per distinct file) are put before each query, after any user-given `examples`."""
         cfg = _gen_config(generation, gen)
         _, sources, prompts = self._normalise(audio, prompt)
+        if rag is not None:
+            examples = self._retrieve(sources, prompts, rag, shots, shot_order, examples)
         clips = [[self.load_clip(s) for s in srcs] for srcs in sources]
         shots = self._shots(examples, prompts)
         texts = [self._text(p, len(c), task, sh) for p, c, sh in zip(prompts, clips, shots)]

@@ -143,7 +143,7 @@ def load_model(path_or_preset=None, *, device=None, dtype=None, overrides=None, 
         if path_or_preset == "af1":
             from audioflamingo.compat.af1 import load_af1  # noqa: PLC0415
 
-            return load_af1(device=device, dtype=dtype, **kwargs)
+            return load_af1(device=device, dtype=dtype, overrides=overrides, **kwargs)
         raise TypeError(f"unexpected arguments {sorted(kwargs)}")
     if path_or_preset is None:
         if (DEFAULT_MODEL_DIR / "config.json").is_file():

@@ -30,18 +30,33 @@ class RepresentationTransform(nn.Module):
     def __init__(self, width: int, cfg: TransformConfig):
         super().__init__()
         self.width, self.cfg = width, cfg
-        layer = nn.TransformerEncoderLayer(width, cfg.heads, cfg.ffn, dropout=cfg.dropout, batch_first=True)
+        layer = nn.TransformerEncoderLayer(width, cfg.heads, cfg.ffn, dropout=cfg.dropout, batch_first=True,
+                                           layer_norm_eps=cfg.layer_norm_eps)
         self.layers = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False) if cfg.layers else None
+        if cfg.positions not in ("sinusoids", "interleaved"):
+            raise ValueError(f"transform.positions {cfg.positions!r} unknown; use 'sinusoids' or 'interleaved'")
+        self.input_norm = nn.LayerNorm(width, eps=cfg.layer_norm_eps) if cfg.input_norm and cfg.layers else None
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         if self.layers is None:
             return x
         if self.cfg.scale_input:
             x = x * math.sqrt(self.width)
-        x = x + sinusoids(x.shape[1], self.width).to(x)  # (A, L, E)
+        table = interleaved_sinusoids if self.cfg.positions == "interleaved" else sinusoids
+        x = x + table(x.shape[1], self.width).to(x)  # (A, L, E)
+        if self.input_norm is not None:
+            x = self.input_norm(x)  # (A, L, E)
         # The fast path of nn.TransformerEncoder drops padded rows into NaN-free zeros only in eval;
-        # the explicit mask keeps train and eval identical.
-        return self.layers(x, src_key_padding_mask=pad)  # (A, L, E)
+        # the explicit mask keeps train and eval identical. AF1 had no mask (mask_padding: false).
+        return self.layers(x, src_key_padding_mask=pad if self.cfg.mask_padding else None)  # (A, L, E)
+
+
+def interleaved_sinusoids(length: int, channels: int) -> torch.Tensor:
+    """(length, channels) AF1's position table: angle pos / 10000^(2·(j // 2) / C), sin on even j, cos on odd j."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]  # (L, 1)
+    j = torch.arange(channels, dtype=torch.float64)[None, :]  # (1, C)
+    angle = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / channels)  # (L, C)
+    return torch.where(j.long() % 2 == 0, torch.sin(angle), torch.cos(angle)).float()  # (L, C)
 
 
 class GatedCrossAttentionBlock(nn.Module):

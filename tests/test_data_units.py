@@ -1,0 +1,146 @@
+"""Unit checks of the corpus pieces: rules, fingerprints, dedup, splits, mixtures, MIDI, tasks, check."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from audioflamingo.data.audiofile import fingerprint, pcm_hash
+from audioflamingo.data.check import check_manifests
+from audioflamingo.data.manifest import row_problems
+from audioflamingo.data.mixtures import render_mix
+from audioflamingo.data.music import events_for
+from audioflamingo.data.sources import _label, _stem_group
+from audioflamingo.data.splits import assign_splits, dedup, group_split
+from audioflamingo.data.synth import render_signal
+from audioflamingo.data.tasks import make_items
+
+
+def _sound(seed=0, seconds=1.0, rate=16000):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * (200 + 300 * seed) * t) * np.exp(-3 * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_path_rules_label_only_known_files():
+    assert _label("minetest-data", "usr/share/games/minetest/default_snow_footstep.3.ogg") == (
+        "sfx", {"category": "footsteps", "surface": "snow", "phrase": "footsteps on snow"})
+    assert _label("lmms-common", "usr/share/lmms/samples/drums/hihat_closed02.ogg")[1]["instrument"] == "hi-hat"
+    assert _label("minetest-data", "usr/share/games/minetest/default_place_node.1.ogg") is None
+    assert _stem_group("minetest-data", "a/default_wood_footstep.1.ogg") == _stem_group("minetest-data", "b/default_wood_footstep.2.ogg")
+
+
+def test_fingerprint_survives_reencoding_but_separates_sounds():
+    x = _sound(0)
+    y = soxr.resample(soxr.resample(x, 16000, 44100), 44100, 16000).astype(np.float32) * 0.5
+    assert pcm_hash(x) != pcm_hash(y)
+    assert fingerprint(x, 16000) == fingerprint(y, 16000)
+    assert fingerprint(x, 16000) != fingerprint(_sound(1), 16000)
+
+
+def test_dedup_keeps_first_uid_and_split_is_by_group():
+    clips = [{"uid": u, "pcm_hash": h, "fingerprint": f, "group": g, "facts": {}}
+             for u, h, f, g in [("b", "h1", "f1", "g1"), ("a", "h1", "f9", "g2"), ("c", "h3", "f9", "g3"), ("d", "h4", "f4", "g1")]]
+    kept, dropped = dedup(clips)
+    assert [c["uid"] for c in kept] == ["a", "d"] and dropped == {"b": "a", "c": "a"}
+    assign_splits(kept, seed=3)
+    assert all(c["split"] == group_split(c["group"], 3) for c in kept)
+    splits = [group_split(f"g{i}", 0) for i in range(2000)]
+    assert 0.75 < splits.count("train") / 2000 < 0.85
+    held = [{"uid": "x", "group": "gx", "facts": {"category": "door"}}, {"uid": "y", "group": "gx", "facts": {}}]
+    assign_splits(held, 0)
+    assert all(c["heldout"] and c["split"] == "test" for c in held)  # a held-out group is held out whole
+
+
+def test_mixture_order_and_loudest(tmp_path):
+    paths = []
+    for i in range(2):
+        p = tmp_path / f"{i}.wav"
+        sf.write(p, _sound(i), 16000, subtype="PCM_16")
+        paths.append(str(p))
+    p = {"op": "mix", "seconds": 3.0, "bed_db": -50.0, "seed": 1, "events": [
+        {"uid": "u1", "path": paths[1], "label": "b", "phrase": "second sound", "onset": 1.5, "seconds": 1.0, "gain_db": 0.0},
+        {"uid": "u0", "path": paths[0], "label": "a", "phrase": "first sound", "onset": 0.2, "seconds": 1.0, "gain_db": -18.0}]}
+    x, facts = render_mix(p, 16000)
+    assert len(x) == 48000
+    assert facts["event_order"] == ["first sound", "second sound"] and facts["event_count"] == 2
+    assert facts["loudest"] == "second sound"
+    assert np.abs(x[: int(0.2 * 16000)]).max() < 0.02  # only the bed before the first onset
+
+
+def test_signals_count_and_midi_note_count():
+    x = render_signal({"op": "beeps", "count": 4, "freq": 1000, "beep_s": 0.1, "gap_s": 0.2}, 16000)
+    on = np.abs(x) > 0.1
+    assert int(np.sum(on[1:] & ~on[:-1])) >= 4 and len(x) == int(16000 * (0.2 + 4 * 0.3 + 0.1))
+    env = np.convolve(np.abs(x), np.ones(160) / 160, "same") > 0.05
+    assert int(np.sum(env[1:] & ~env[:-1])) == 4
+    ev, tempo, _ = events_for({"op": "midi", "program": 0, "form": "notes", "pitches": [60, 62, 64], "tempo": 100})
+    assert tempo == 100 and sum(1 for _, m in ev if m[0] == 0x90 and m[2] > 0) == 3
+
+
+def test_items_answers_follow_facts():
+    clip = {"uid": "x/1", "audio": "audio/x.wav", "dataset": "d", "kind": "speech", "split": "train", "group": "g",
+            "provenance": {"synthesis": {}}, "duration": 2.04, "dbfs": -20.0,
+            "facts": {"transcript": "Open the window.", "language": "English", "gender": "female",
+                      "phrase": "a synthetic female voice speaking English"}}
+    sets = {"language": ["English", "French"], "speaker_gender": ["female", "male"]}
+    items = make_items(clip, sets, seed=0, per_clip=50)
+    assert all(not row_problems(it) for it in items)
+    by_task = {}
+    for it in items:
+        by_task.setdefault(it["task"], []).append(it)
+    assert by_task["caption"][0]["answer"] == "A synthetic female voice speaking English."
+    assert by_task["transcription"][0]["answer"] == "Open the window."
+    assert {it["answer"] for it in by_task["classification"]} == {"English", "female"}
+    dlg = by_task["dialog"][0]["dialogue"]
+    assert {"user": "About how long is the clip?", "assistant": "About 2.0 seconds."} in dlg
+
+
+def test_check_reports_each_problem_with_its_line(tmp_path):
+    good = tmp_path / "a.wav"
+    sf.write(good, _sound(0), 16000)
+    sf.write(tmp_path / "copy.wav", _sound(0), 16000)
+    sf.write(tmp_path / "silent.wav", np.zeros(1600, np.float32), 16000)
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    base = {"dataset": "d", "task": "caption", "prompt": "p", "answer": "a", "split": "train"}
+    lines = [json.dumps({**base, "id": "1", "audio": "a.wav"}), json.dumps({**base, "id": "2", "audio": "gone.wav"}),
+             "{not json", json.dumps({**base, "id": "4", "audio": "silent.wav"}),
+             json.dumps({**base, "id": "5", "audio": "bad.wav"}), json.dumps({**base, "id": "6", "audio": "copy.wav"}),
+             json.dumps({**base, "id": "1", "audio": "a.wav", "split": "dev"}), json.dumps({"id": "8", "audio": "a.wav"})]
+    m = tmp_path / "m.jsonl"
+    m.write_text("\n".join(lines) + "\n")
+    rep = check_manifests([m])
+    assert not rep.ok
+    got = {(n, msg.split(":")[0]) for _, n, msg in rep.problems}
+    assert {(2, "missing audio"), (3, "malformed row"), (4, "silent audio"), (5, "unreadable audio"),
+            (6, "duplicate audio"), (7, "duplicate id"), (7, "malformed row"), (8, "malformed row")} <= got
+    assert not any(n == 1 for n, _ in got)
+
+
+def test_hydrogen_labels_come_from_drumkit_xml(tmp_path):
+    from audioflamingo.data.sources import _hydrogen
+
+    kit = tmp_path / "usr/share/hydrogen/data/drumkits/K"
+    kit.mkdir(parents=True)
+    for name in ("tom-0105.wav", "x.wav", "y.wav"):
+        sf.write(kit / name, _sound(0), 16000)
+    (kit / "drumkit.xml").write_text(
+        '<drumkit_info xmlns="http://www.hydrogen-music.org/drumkit"><name>K</name><instrumentList>'
+        "<instrument><name>Kick</name><layer><filename>tom-0105.wav</filename></layer></instrument>"
+        "<instrument><name>Closed HH</name><layer><filename>x.wav</filename></layer></instrument>"
+        "<instrument><name>Whistle</name><layer><filename>y.wav</filename></layer></instrument>"
+        "</instrumentList></drumkit_info>")
+    got = {Path(c.provenance["path"]).name: c.facts["instrument"] for c in _hydrogen("hydrogen-data", tmp_path)}
+    assert got == {"tom-0105.wav": "bass drum", "x.wav": "hi-hat"}  # the xml name wins over the file name
+
+
+def test_reserved_packages_are_refused(tmp_path):
+    import pytest
+
+    from audioflamingo.data.debian import PackageError, fetch_package
+
+    for pkg in ("warzone2100-data", "freeciv-data", "musescore-general-soundfont-small", "hydrogen-drumkits-effects"):
+        with pytest.raises(PackageError, match="reserved"):
+            fetch_package(pkg, tmp_path)
