@@ -39,24 +39,13 @@ def _check_row(row: dict, where: str) -> dict:
 
 
 def read_manifest(path: str | Path) -> list[dict]:
-    """JSONL rows; `audio` and `extra_audios` become absolute paths (relative ones are relative to the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"manifest {path} does not exist")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: not valid JSON ({e})") from e
-        row = _check_row(row, f"{path}:{n}")
-        row["audio"] = str((path.parent / row["audio"]).resolve())
-        row["extra_audios"] = [str((path.parent / a).resolve()) for a in row.get("extra_audios", [])]
-        for shot in row.get("shots", []):
-            shot["audio"] = str((path.parent / shot["audio"]).resolve())
-        rows.append(row)
+    """Rows of a JSONL manifest through the project's one reader (audioflamingo.data.manifest), with every
+    audio path absolute and `extra_audios` always present."""
+    from audioflamingo.data.manifest import read_manifest as read_rows
+
+    rows = read_rows(path, required=REQUIRED, resolve=True)
+    for row in rows:
+        row.setdefault("extra_audios", [])
     return rows
 
 
