@@ -31,7 +31,10 @@ ENCODER = {"encoder.width": 128, "encoder.layers": 2, "encoder.heads": 4, "encod
 
 def _configs():
     if "af-mini" in list_presets():
-        yield "af-mini", load_model_config("af-mini")
+        cfg = load_model_config("af-mini")
+        # random weights of af-mini's geometry; room for the prefix baseline's long sequences (25 tokens/s)
+        cfg.lm.hf_config = {**cfg.lm.hf_config, "n_positions": 32768}
+        yield "af-mini", cfg
     else:
         yield "mini (width 256, 4 layers)", load_model_config("tiny", {**ENCODER, **STANDIN})
     yield "mid (width 512, 8 layers)", load_model_config("tiny", {**ENCODER, **MID})

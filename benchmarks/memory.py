@@ -10,12 +10,11 @@ from audioflamingo.config import list_presets
 from benchmarks.common import table
 
 _CHILD = r"""
-import json, resource, sys, warnings
+import json, sys, warnings
 import numpy as np, torch
 warnings.simplefilter("ignore")
 from audioflamingo.model.loading import load_model
 preset, mode = sys.argv[1], sys.argv[2]
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 model = load_model(preset)
 a = model.config.audio
 x = (np.random.default_rng(0).standard_normal(int(5 * a.sample_rate)) * 0.1).astype(np.float32)
@@ -29,8 +28,9 @@ else:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     _, loss = model(ids[None].repeat(4, 1), None, audio, labels=labels[None].repeat(4, 1))
     loss.backward(); opt.step()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_rss_mb": peak / 1024, "params": sum(p.numel() for p in model.parameters())}))
+# VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so it would report the parent's peak
+peak_kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"peak_rss_mb": peak_kb / 1024, "params": sum(p.numel() for p in model.parameters())}))
 """
 
 
