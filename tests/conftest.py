@@ -5,6 +5,9 @@ import pytest
 import soundfile as sf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tiny test models gain nothing from a second thread, and on a shared 2-core machine OpenMP spinning
+# made steps up to 20x slower: one thread per test process (subprocesses inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
