@@ -4,7 +4,7 @@ The equivalent shell lines, for one package:
 
     apt-get update                                   # once, only if apt has no package lists yet
     cd CACHE && apt-get download sound-theme-freedesktop
-    dpkg-deb -x sound-theme-freedesktop_*.deb CACHE/root/sound-theme-freedesktop
+    dpkg-deb -x sound-theme-freedesktop_*.deb "$CACHE"/root/sound-theme-freedesktop
 
 Nothing is installed system-wide and no root is needed once the .deb files are in the cache. A
 package that was already unpacked is reused (the unpacked folder holds a `.done` marker).
