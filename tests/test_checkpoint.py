@@ -24,20 +24,22 @@ def test_save_load_identical_logits(tmp_path, family):
     assert model.ask(sine(1.0), "Q", max_new_tokens=6) == loaded.ask(sine(1.0), "Q", max_new_tokens=6)
 
 
+def _saved_with_config_change(folder, section, key, value):
+    """A saved tiny checkpoint whose config.json then says something its weights don't match."""
+    save_pretrained(tiny_model(), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model"][section][key] = value
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
 def test_mismatched_checkpoint_names_keys_and_shapes(tmp_path):
-    save_pretrained(tiny_model(), tmp_path / "a")
-    cfg = json.loads((tmp_path / "a/config.json").read_text())
-    cfg["model"]["xattn"]["head_dim"] = 8
-    (tmp_path / "a/config.json").write_text(json.dumps(cfg))
+    _saved_with_config_change(tmp_path / "a", "xattn", "head_dim", 8)
     with pytest.raises(CheckpointError, match=r"shape mismatch.*to_q.weight: checkpoint \(32, 32\) vs model \(16, 32\)"):
         load_model(tmp_path / "a")
 
 
 def test_missing_and_unexpected_keys_are_listed(tmp_path):
-    save_pretrained(tiny_model(), tmp_path / "a")
-    cfg = json.loads((tmp_path / "a/config.json").read_text())
-    cfg["model"]["transform"]["layers"] = 2
-    (tmp_path / "a/config.json").write_text(json.dumps(cfg))
+    _saved_with_config_change(tmp_path / "a", "transform", "layers", 2)
     with pytest.raises(CheckpointError, match=r"missing \(\d+\): transform.layers.layers.1"):
         load_model(tmp_path / "a")
 
