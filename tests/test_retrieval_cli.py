@@ -128,3 +128,44 @@ def test_rag_arguments_join_a_parser_that_has_example_already():
     parser.add_argument("--example", action="append", default=[])
     index_cli.add_rag_arguments(parser)
     assert parser.parse_args(["--rag", "ix", "--example", "a=b"]).example == ["a=b"]
+
+
+def test_encoder_cache_embedder_equals_the_model_and_checks_the_fingerprint(tmp_path, manifest):
+    """An index built from a training run's encoder cache equals one built by encoding the audio."""
+    import numpy as np
+
+    from audioflamingo.retrieval import build_index
+    from audioflamingo.retrieval.build import EncoderCacheEmbedder
+    from audioflamingo.retrieval.index import RetrievalError
+    from audioflamingo.train.data import ClipStore, FeatureCache
+
+    model = audioflamingo.load_model("tiny").eval()
+    wavs = [str(tmp_path / f"c{i}.wav") for i in range(4)]
+    cache = FeatureCache(model, ClipStore(model.config.audio.sample_rate, model.config.audio), tmp_path / "enc.pt")
+    cache.fill(wavs[:3])  # the last file is not cached: the model embeds it
+
+    class Counting:
+        calls = []
+
+        def embed_audio(self, paths):
+            self.calls.append(list(paths))
+            return model.embed_audio(paths)
+
+        def embedding_fingerprint(self):
+            return model.embedding_fingerprint()
+
+    inner = Counting()
+    cached = EncoderCacheEmbedder(inner, tmp_path / "enc.pt")
+    a = build_index(manifest, tmp_path / "a", cached, progress=False)
+    b = build_index(manifest, tmp_path / "b", model, progress=False)
+    assert cached.hits == 3 and inner.calls == [[wavs[3]]]
+    np.testing.assert_allclose(a.vectors(list(range(4))), b.vectors(list(range(4))), atol=1e-5)
+
+    torch_ = pytest.importorskip("torch")
+    saved = torch_.load(tmp_path / "enc.pt", weights_only=True)
+    saved["fingerprint"] = "0000"
+    torch_.save(saved, tmp_path / "bad.pt")
+    with pytest.raises(RetrievalError, match="bad.pt.*another encoder"):
+        build_index(manifest, tmp_path / "c", EncoderCacheEmbedder(model, tmp_path / "bad.pt"), progress=False)
+    with pytest.raises(RetrievalError, match="no such file"):
+        EncoderCacheEmbedder(model, tmp_path / "missing.pt")

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -205,3 +206,29 @@ def test_chat_can_mix_single_turn_items_with_task_weights(corpus, tmp_path):
     mix = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if "epoch_mix" in l][0]["mix"]
     # 12 tone clips: 12 dialogs (weight 1), 12 captions x 0.5, no classification; noise: 3 captions x 0.5 -> round(1.5) = 2
     assert mix == {"noise/caption": 2, "tones/caption": 6, "tones/dialog": 12}
+
+
+def test_relabel_renames_labels_consistently_and_only_when_copyable():
+    from audioflamingo.train.data import relabel, relabel_pool
+
+    rows = [{"task": "classification", "answer": a} for a in ["dog", "cat", "dog"]]
+    rows.append({"task": "caption", "answer": "A bell rings twice."})
+    pool = relabel_pool(rows)
+    assert pool == ["bell", "cat", "dog", "rings", "twice"]  # labels + caption words of 3+ letters
+    shots = [{"audio": f"s{i}", "prompt": "Which animal? OPTIONS: dog, cat.", "answer": a} for i, a in enumerate(["dog", "cat", "dog"])]
+    query = {"task": "classification", "prompt": "Which animal? OPTIONS: dog, cat.", "answer": "cat", "audio": "q"}
+    seen = set()
+    for seed in range(20):
+        new_shots, new_query = relabel(shots, query, pool, np.random.default_rng(seed))
+        names = [s["answer"] for s in new_shots]
+        assert names[0] == names[2] != names[1]  # same label -> same name, different labels -> different names
+        assert new_query["answer"] == names[1]  # the query's label is renamed like the shot that had it
+        assert new_query["prompt"] == "Which animal?" and all(s["prompt"] == "Which animal?" for s in new_shots)
+        assert [s["audio"] for s in new_shots] == ["s0", "s1", "s2"]
+        seen.add(tuple(names))
+    assert len(seen) > 5  # names are drawn at random
+    # nothing to copy (the query's label is not among the shots) or another task: unchanged
+    other = {**query, "answer": "cow"}
+    assert relabel(shots, other, pool, np.random.default_rng(0)) == (shots, other)
+    cap = {**query, "task": "caption"}
+    assert relabel(shots, cap, pool, np.random.default_rng(0)) == (shots, cap)

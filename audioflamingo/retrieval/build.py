@@ -40,6 +40,57 @@ def read_manifest(path: str | Path, split: str | None = None) -> list[dict]:
     return rows
 
 
+class EncoderCacheEmbedder:
+    """An embedder that reads a training run's encoder-output cache (`encoder_cache` of `audioflamingo
+    train`: audio key -> encoder outputs (W, N, E) of a frozen encoder) where it has the file, and asks
+    `embedder` (the model) for the rest. The CLAP embedding is the same function of those outputs as
+    `model.embed_audio` (L2-normalised mean over windows and tokens), so an index built either way is
+    the same index; the cache's fingerprint must equal the model's embedding fingerprint."""
+
+    def __init__(self, embedder, path: str | Path):
+        import torch
+
+        self.embedder, self.path = embedder, Path(path)
+        if not self.path.is_file():
+            raise RetrievalError(f"encoder cache {self.path}: no such file")
+        saved = torch.load(self.path, weights_only=True)
+        if not isinstance(saved, dict) or "feats" not in saved or "fingerprint" not in saved:
+            raise RetrievalError(f"encoder cache {self.path}: not an `audioflamingo train` encoder cache")
+        self.feats, self.cache_fingerprint, self.checked, self.hits = saved["feats"], saved["fingerprint"], False, 0
+
+    def embedding_fingerprint(self) -> str:
+        return self.embedder.embedding_fingerprint()
+
+    def _lookup(self, path):
+        for key in (str(path), str(Path(path).absolute()), str(Path(path).resolve())):
+            if key in self.feats:
+                return self.feats[key]
+        return None
+
+    def embed_audio(self, paths):
+        import torch
+
+        if not self.checked:
+            if self.cache_fingerprint != str(self.embedder.embedding_fingerprint()):
+                raise RetrievalError(
+                    f"encoder cache {self.path} was written by another encoder (fingerprint "
+                    f"{self.cache_fingerprint}, the model's is {self.embedder.embedding_fingerprint()})"
+                )
+            self.checked = True
+        found = [self._lookup(p) for p in paths]
+        out = torch.zeros(len(paths), 0)
+        missing = [i for i, f in enumerate(found) if f is None]
+        rest = self.embedder.embed_audio([paths[i] for i in missing]) if missing else None
+        vecs = []
+        for i, f in enumerate(found):
+            if f is None:
+                vecs.append(torch.as_tensor(rest[missing.index(i)]).float())
+            else:
+                vecs.append(torch.nn.functional.normalize(f.float().mean(dim=(0, 1)), dim=-1))  # (E,)
+                self.hits += 1
+        return torch.stack(vecs) if vecs else out
+
+
 def embed_files(paths, embedder, cache: EmbeddingCache, batch_size: int = 32, progress: bool = True) -> np.ndarray:
     """Embeddings of `paths` (n, c), normalised; files already in `cache` are not embedded again."""
     keys = [file_key(p) for p in paths]

@@ -34,6 +34,16 @@ class LazyModelEmbedder:
         return self.model.embedding_fingerprint()
 
 
+def _embedder(args):
+    """The model's embedder, reading a training run's encoder cache first when --encoder-cache is given."""
+    embedder = LazyModelEmbedder(args.model)
+    if getattr(args, "encoder_cache", None):
+        from audioflamingo.retrieval.build import EncoderCacheEmbedder
+
+        return EncoderCacheEmbedder(embedder, args.encoder_cache)
+    return embedder
+
+
 def _index_config(args):
     from audioflamingo.retrieval.index import IndexConfig
 
@@ -47,7 +57,7 @@ def cmd_build(args) -> int:
 
     split = None if args.split == "all" else args.split
     index = build_index(
-        args.manifest, args.out, LazyModelEmbedder(args.model), args.kind, args.batch_size, split,
+        args.manifest, args.out, _embedder(args), args.kind, args.batch_size, split,
         _index_config(args), progress=not args.quiet,
     )  # fmt: skip
     print(f"{index!r} written to {args.out}")
@@ -81,7 +91,7 @@ def cmd_icl(args) -> int:
     index = AudioIndex.load(args.index)
     stats = build_icl_manifest(
         args.manifest, index, args.out, k=args.k, seed=args.seed, fraction=args.fraction,
-        oversample=args.oversample, embedder=LazyModelEmbedder(args.model), split=args.split,
+        oversample=args.oversample, embedder=_embedder(args), split=args.split,
         progress=not args.quiet,
     )  # fmt: skip
     print(json.dumps(stats))
@@ -123,6 +133,8 @@ def add_commands(subparsers) -> None:
     b.add_argument("--nprobe", type=int, default=None, help="ivf: cells searched per query")
     b.add_argument("--hnsw-m", type=int, default=32, help="hnsw: graph degree")
     b.add_argument("--ef-search", type=int, default=128, help="hnsw: search breadth")
+    b.add_argument("--encoder-cache", default=None, metavar="FILE",
+                   help="an `audioflamingo train` encoder_cache file of this model: clips in it are not encoded again")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_build)
 
@@ -152,6 +164,8 @@ def add_commands(subparsers) -> None:
     c.add_argument("--oversample", type=int, default=4)
     c.add_argument("--split", default="train")
     c.add_argument("--model", default=None, help="embeds query rows missing from the index (if any)")
+    c.add_argument("--encoder-cache", default=None, metavar="FILE",
+                   help="an `audioflamingo train` encoder_cache file of this model: clips in it are not encoded again")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_icl)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,37 @@ class RowShots:
         return list(row.get("shots", []))[:k]
 
 
+RELABEL_TASKS = ("classification",)
+
+
+def relabel_pool(rows: list[dict]) -> list[str]:
+    """Names an ICL sample's labels may be renamed to: every classification answer and every word of
+    three or more letters in the answers (so the model meets names it has never seen as a label)."""
+    names = {r["answer"] for r in rows if r["task"] in RELABEL_TASKS}
+    for r in rows:
+        names.update(w for w in re.findall(r"[a-z]{3,}", str(r["answer"]).lower()))
+    return sorted(names)
+
+
+def relabel(shots: list[dict], row: dict, pool: list[str], rng: np.random.Generator):
+    """Symbol-tuning augmentation for interleaved classification samples: the distinct answers of the
+    shots and the query are renamed consistently to random names from `pool`, so the only way to answer
+    is to find the shot that sounds like the query and copy its label. Prompts lose their OPTIONS lists
+    (they would name the old labels). Returns (shots, row) renamed, or the inputs when the query's label
+    is not among the shots' (nothing to copy) or the pool is too small."""
+    answers = list(dict.fromkeys([s["answer"] for s in shots] + [row["answer"]]))
+    if row["task"] not in RELABEL_TASKS or row["answer"] not in [s["answer"] for s in shots] or len(pool) < len(answers):
+        return shots, row
+    names = [pool[i] for i in rng.choice(len(pool), size=len(answers), replace=False)]
+    rename = dict(zip(answers, names))
+
+    def bare(prompt: str) -> str:
+        return prompt.split(" OPTIONS:")[0]
+
+    shots = [{**s, "prompt": bare(s["prompt"]), "answer": rename[s["answer"]]} for s in shots]
+    return shots, {**row, "prompt": bare(row["prompt"]), "answer": rename[row["answer"]]}
+
+
 def shot_source(name: str, rows: list[dict]):
     if name == "random":
         return RandomShots(rows)
@@ -164,6 +196,8 @@ class SampleBuilder:
     icl_shots: list = field(default_factory=lambda: [4])
     task_prefix_prob: float = 0.0
     shots: object = None  # callable (row, k, rng) -> [{"audio","prompt","answer"}]
+    relabel: float = 0.0  # probability that an interleaved classification sample's labels are renamed
+    label_pool: list = field(default_factory=list)  # names to rename to (relabel_pool)
 
     def build(self, row: dict, rng: np.random.Generator) -> Sample:
         bos = self.tokenizer.bos_token or self.tokenizer.eos_token
@@ -175,6 +209,8 @@ class SampleBuilder:
             shots = []
             if self.shots is not None and self.icl_fraction > 0 and rng.random() < self.icl_fraction:
                 shots = self.shots(row, int(rng.choice(self.icl_shots)), rng)
+            if shots and self.relabel > 0 and rng.random() < self.relabel:
+                shots, row = relabel(shots, row, self.label_pool, rng)
             if shots:
                 text = icl_text([(s["prompt"], s["answer"]) for s in shots], row["prompt"], row["answer"], bos, eos, len(audios))
                 audios = [s["audio"] for s in shots] + audios

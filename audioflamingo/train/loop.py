@@ -21,7 +21,7 @@ from audioflamingo.train import distributed as dist_
 from audioflamingo.train.blend import describe_mix, epoch_mix, mix_counts
 from audioflamingo.train.checkpoint import latest_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state, trainable_state
 from audioflamingo.train.config import STAGE_TRAINABLE, TrainConfig
-from audioflamingo.train.data import AudioBytes, ClipStore, FeatureCache, SampleBuilder, filter_rows, read_sources, shot_source
+from audioflamingo.train.data import AudioBytes, ClipStore, FeatureCache, SampleBuilder, filter_rows, read_sources, relabel_pool, shot_source
 from audioflamingo.train.monitor import Monitor
 from audioflamingo.train.optim import build_optimizer, build_scheduler, set_trainable
 from audioflamingo.train.stages import LMStep, clap_batch, clap_validate, lm_micro_batches, lm_validate, prepare_model
@@ -126,7 +126,8 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
     builder = val_builder = None
     if stage != "clap":
         builder = SampleBuilder(model.tokenizer, stage, model.config.lm.max_length, cfg.data.icl_fraction,
-                                list(cfg.data.icl_shots), cfg.data.task_prefix_prob, shot_source(cfg.data.shots, rows))
+                                list(cfg.data.icl_shots), cfg.data.task_prefix_prob, shot_source(cfg.data.shots, rows),
+                                cfg.data.icl_relabel, relabel_pool(rows) if cfg.data.icl_relabel > 0 else [])
         val_builder = SampleBuilder(model.tokenizer, stage, model.config.lm.max_length)
 
     # ---- resume
