@@ -105,3 +105,30 @@ def test_clap_stage_exports_the_head_and_later_stages_carry_it(tmp_path):
     later = load_model(pre["model_dir"])
     assert torch.equal(later.clap_text.head.proj.weight, head.head.proj.weight)
     assert torch.allclose(later.embed_text(["A low tone.", "White noise."]), text, atol=1e-6)
+
+
+def test_clap_zeroshot_baseline_with_af_mini_beside_the_model(af_mini, tmp_path):
+    import json
+
+    import soundfile as sf
+
+    from audioflamingo.eval.runner import evaluate
+    from audioflamingo.eval.tasks import load_eval_config
+
+    labels = {"Steady white noise.": "white noise", "Steady brown noise.": "brown noise",
+              "A rising tone sweep.": "rising tone sweep", "A falling tone sweep.": "falling tone sweep",
+              "Three beeps at 1000 Hz.": "beeps", "Telephone keypad tones dialling 5551234.": "telephone keypad tones"}
+    rate = af_mini.config.audio.sample_rate
+    rows = []
+    for i, (caption, p) in enumerate(CLIPS.items()):
+        sf.write(tmp_path / f"{i}.wav", render_signal(p, rate), rate)
+        rows.append({"id": str(i), "audio": f"{i}.wav", "dataset": "synth", "task": "classification", "split": "test",
+                     "prompt": "What is this sound?", "answer": labels[caption]})
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = {"name": "signals", "manifest": "m.jsonl", "options": "labels", "mode": "loglik", "parser": "option",
+            "metric": "accuracy", "baselines": ["clap_zeroshot"]}
+    res = evaluate(load_eval_config({"data_root": str(tmp_path), "batch_size": 6, "tasks": [task]}), af_mini, progress=False)
+    clap = res["tasks"][0]["baselines"]["clap_zeroshot"]
+    assert clap["fingerprint"] == f"baseline:clap_zeroshot+{af_mini.embedding_fingerprint()}"
+    # chance is 1/6; af-mini gets all 6 (while the LM itself, ranking by log-likelihood, gets 1 on this prompt)
+    assert clap["score"] >= 5 / 6, [(it["refs"][0], it["prediction"]) for it in clap["items"]]
