@@ -92,6 +92,43 @@ def test_retrieved_shots_are_nearest_neighbours():
     assert res["tasks"][0]["runs"][0]["score"] == pytest.approx(3 / 4)
 
 
+def test_retrieved_shots_follow_the_neighbour_rule_and_shot_order():
+    # k=2. Nearest first, the first shot is the query's own class when the pool has it (dog, rain, siren: 3/4);
+    # nearest last, it is the runner-up, which only "dog" (two dog files in the pool) still gets right
+    score = {}
+    for order in ("nearest_first", "nearest_last", "shuffle"):
+        res = evaluate(_cfg({"shots": [2], "shot_selection": "retrieved", "shot_order": order}), ShotCopier(), progress=False)
+        run = res["tasks"][0]["runs"][0]
+        score[order] = run["score"]
+        if order == "nearest_first":
+            first = [it["shots"] for it in run["items"]]
+        else:  # the same two examples per item, in another order
+            assert [sorted(s) for s in first] == [sorted(it["shots"]) for it in run["items"]]
+    assert score["nearest_first"] == pytest.approx(3 / 4) and score["nearest_last"] == pytest.approx(1 / 4)
+    with pytest.raises(ConfigError, match="shot_order 'random' must be one of nearest_last, nearest_first, shuffle"):
+        _cfg({"shot_selection": "retrieved", "shot_order": "random"})
+
+
+def test_retrieved_shots_one_per_file_never_the_own_file(tmp_path):
+    # pool: the query's own file (nearest of all), a file with two rows, and two far files; k=2
+    rows = [("own", "q.wav", "train", 1.0), ("a1", "a.wav", "train", 0.9), ("a2", "a.wav", "train", 0.9),
+            ("b", "b.wav", "train", 0.5), ("c", "c.wav", "train", 0.1), ("query", "q.wav", "test", 1.0)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"id": i, "audio": a, "prompt": "p", "answer": i, "split": sp}) + "\n"
+                                              for i, a, sp, _ in rows))
+    closeness = {a: c for _, a, _, c in rows}
+
+    class Emb(ShotCopier):
+        def embed_audio(self, audios):  # cosine to the query's (1, 0) = closeness
+            return np.array([[closeness[Path(a).name], np.sqrt(1 - closeness[Path(a).name] ** 2)] for a in audios])
+
+    task = {"name": "t", "manifest": "m.jsonl", "metric": "accuracy", "shots": [2], "shot_selection": "retrieved",
+            "shot_manifest": "m.jsonl", "shot_order": "nearest_first"}
+    res = evaluate(load_eval_config({"data_root": str(tmp_path), "tasks": [task]}), Emb(), progress=False)
+    assert res["tasks"][0]["runs"][0]["items"][0]["shots"] == ["a1", "b"]
+    with pytest.raises(ValueError, match="only 3 distinct other files for item query, 4 shots asked"):
+        evaluate(load_eval_config({"data_root": str(tmp_path), "tasks": [{**task, "shots": [4]}]}), Emb(), progress=False)
+
+
 def test_loglik_ranking_gives_answers_and_confidences():
     res = evaluate(_cfg({"mode": "loglik"}), ShotCopier(), progress=False)
     run = res["tasks"][0]["runs"][0]

@@ -66,7 +66,11 @@ def embed_audio_cached(predictor, audios: list[str], batch_size: int) -> np.ndar
 
 
 def select_shots(task: TaskConfig, items: list[Item], pool: list[Item], k: int, seed: int, predictor, batch_size: int) -> list[list[Item]]:
-    """k in-context examples per item, never from the item's own audio file."""
+    """k in-context examples per item, never from the item's own audio file.
+
+    random: k distinct pool items, seeded by (seed, item id). retrieved: the nearest by the predictor's
+    audio embedding, by the rule retrieval uses at training and inference time (`shot_order`: AF1 shuffles).
+    """
     if k == 0:
         return [[] for _ in items]
     if task.shot_selection == "random":
@@ -78,22 +82,27 @@ def select_shots(task: TaskConfig, items: list[Item], pool: list[Item], k: int, 
             idx = _rng(seed, it.id).choice(len(candidates), size=k, replace=False)
             out.append([candidates[i] for i in idx])
         return out
-    # retrieved: nearest pool audio by embedding, one example per distinct file, then shuffled (as AF1)
-    pool_emb = embed_audio_cached(predictor, [p.audio for p in pool], batch_size)  # (P, d)
+    # retrieved: the AF1 neighbour rule (audioflamingo/retrieval/neighbours.py) over an in-memory index of the
+    # pool: nearest first, one example per distinct file, never the item's own file or id; then `shot_order`
+    from audioflamingo.retrieval.index import AudioIndex
+    from audioflamingo.retrieval.neighbours import NeighbourConfig, audio_identity, select_neighbours
+
+    by_file: dict[str, int] = {}
+    for j, p in enumerate(pool):
+        by_file.setdefault(p.audio, j)  # a file is represented by its first pool item (its other items are never shown)
+    first = list(by_file.values())
+    pool_emb = embed_audio_cached(predictor, [pool[j].audio for j in first], batch_size)  # (F, d) one row per file
     item_emb = embed_audio_cached(predictor, [it.audio for it in items], batch_size)  # (N, d)
-    out = []
-    for it, e in zip(items, item_emb):
-        chosen, seen = [], {it.audio}
-        for j in np.argsort(-(pool_emb @ e), kind="stable"):  # pool by cosine to the item, (P,)
-            if pool[j].audio not in seen:
-                seen.add(pool[j].audio)
-                chosen.append(pool[j])
-                if len(chosen) == k:
-                    break
-        if len(chosen) < k:
-            raise ValueError(f"task {task.name}: pool has only {len(chosen)} distinct other files, {k} shots asked")
-        out.append([chosen[i] for i in _rng(seed, it.id).permutation(k)])
-    return out
+    rows = [{"audio": audio_identity(pool[j].audio), "prompt": pool[j].prompt, "answer": pool[j].refs[0], "pool": j} for j in first]
+    index = AudioIndex.build([pool[j].id for j in first], pool_emb, rows, fingerprint=f"eval-pool:{task.name}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # too few distinct files is an error here, raised below
+        chosen = select_neighbours(index, item_emb, [it.audio for it in items], NeighbourConfig(k=k, order=task.shot_order, seed=seed),
+                                   [it.id for it in items])
+    for it, shots in zip(items, chosen):
+        if len(shots) < k:
+            raise ValueError(f"task {task.name}: pool has only {len(shots)} distinct other files for item {it.id}, {k} shots asked")
+    return [[pool[s.row["pool"]] for s in shots] for shots in chosen]
 
 
 def _extra_kwargs(task: TaskConfig, shots: list[list[Item]]) -> dict:
