@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install audioflamingo into ./.venv on a fresh Debian machine with Python 3.11.
 #   scripts/setup.sh          the library, CLI and server (what the main job needs)
-#   scripts/setup.sh --dev    + system packages for the corpus builder and browser tests, + test tools
+#   scripts/setup.sh --dev    + system packages for the corpus builder, browser tests and METEOR (a JRE), + test tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dev=0
@@ -14,11 +14,14 @@ if [ "$dev" = 1 ]; then
   # The corpus builder fetches its data packages itself (apt-get download + dpkg-deb -x, see
   # audioflamingo/data/debian.py); nothing else is installed for it.
   pkgs="ffmpeg espeak-ng flite sox fluidsynth fluid-soundfont-gm chromium"
+  # + a headless JRE when there is no java: METEOR and the PTB tokenizer (caption metric tests) run in Java.
+  command -v java >/dev/null 2>&1 || pkgs="$pkgs default-jre-headless"
   missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
   if [ -n "$missing" ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO mkdir -p /usr/share/man/man1  # slim Debian images lack it and the JRE's postinst then fails
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
   fi
 fi
 

@@ -8,6 +8,7 @@ templates, option lists, parsers, metrics and AF1's decoding settings.
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from audioflamingo.eval.runner import evaluate
@@ -34,6 +35,24 @@ class Oracle:
                 self.gold[(it.audio, it.prompt)] = it
         self.wrong = wrong
         self.calls = []
+        # CLAP-style embeddings for the presets' baselines: one axis per label; an audio points at its gold
+        # labels, "A <label>." at its label. clap_zeroshot must then score perfectly too.
+        self.axes = {x.lower(): None for task in cfg.tasks if isinstance(task.options, list) for x in task.options}
+        self.audio_labels = {}
+        for it in self.gold.values():
+            self.audio_labels.setdefault(it.audio, set()).update(x.lower() for x in it.labels + it.refs)
+            self.axes.update({x.lower(): None for x in it.labels + it.refs})
+        self.axes = {lab: i for i, lab in enumerate(self.axes)}
+
+    def embed_audio(self, audios):
+        out = np.zeros((len(audios), len(self.axes)))
+        for row, a in zip(out, audios):
+            row[[self.axes[lab] for lab in self.audio_labels[a]]] = 1.0
+        return out
+
+    def embed_text(self, texts):
+        assert all(t.startswith("A ") and t.endswith(".") for t in texts), texts  # the documented template
+        return np.eye(len(self.axes))[[self.axes[t[2:-1].lower()] for t in texts]]
 
     def ask(self, audios, prompts, **kw):
         self.calls.append(kw)
@@ -76,6 +95,13 @@ def test_preset_runs_on_fixtures(preset):
         run = task["runs"][0]
         assert len(run["items"]) == task["n_items"] > 0
         assert all(it["prediction"] is not None for it in run["items"])
+    for task_cfg, task in zip(cfg.tasks, results["tasks"]):  # baselines beside the model, on the same items
+        base = task.get("baselines", {})
+        assert set(base) == set(task_cfg.baselines), task["name"]
+        for name, b in base.items():
+            assert len(b["items"]) == task["n_items"], (task["name"], name)
+        if "clap_zeroshot" in base:
+            assert base["clap_zeroshot"]["score"] == pytest.approx(1.0), task["name"]
     gen_calls = [c for c in oracle.calls if "num_beams" in c]
     assert all(c["num_beams"] == 3 and c["max_new_tokens"] == 128 and c["task"] for c in gen_calls)
 

@@ -92,6 +92,43 @@ def test_retrieved_shots_are_nearest_neighbours():
     assert res["tasks"][0]["runs"][0]["score"] == pytest.approx(3 / 4)
 
 
+def test_retrieved_shots_follow_the_neighbour_rule_and_shot_order():
+    # k=2. Nearest first, the first shot is the query's own class when the pool has it (dog, rain, siren: 3/4);
+    # nearest last, it is the runner-up, which only "dog" (two dog files in the pool) still gets right
+    score = {}
+    for order in ("nearest_first", "nearest_last", "shuffle"):
+        res = evaluate(_cfg({"shots": [2], "shot_selection": "retrieved", "shot_order": order}), ShotCopier(), progress=False)
+        run = res["tasks"][0]["runs"][0]
+        score[order] = run["score"]
+        if order == "nearest_first":
+            first = [it["shots"] for it in run["items"]]
+        else:  # the same two examples per item, in another order
+            assert [sorted(s) for s in first] == [sorted(it["shots"]) for it in run["items"]]
+    assert score["nearest_first"] == pytest.approx(3 / 4) and score["nearest_last"] == pytest.approx(1 / 4)
+    with pytest.raises(ConfigError, match="shot_order 'random' must be one of nearest_last, nearest_first, shuffle"):
+        _cfg({"shot_selection": "retrieved", "shot_order": "random"})
+
+
+def test_retrieved_shots_one_per_file_never_the_own_file(tmp_path):
+    # pool: the query's own file (nearest of all), a file with two rows, and two far files; k=2
+    rows = [("own", "q.wav", "train", 1.0), ("a1", "a.wav", "train", 0.9), ("a2", "a.wav", "train", 0.9),
+            ("b", "b.wav", "train", 0.5), ("c", "c.wav", "train", 0.1), ("query", "q.wav", "test", 1.0)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps({"id": i, "audio": a, "prompt": "p", "answer": i, "split": sp}) + "\n"
+                                              for i, a, sp, _ in rows))
+    closeness = {a: c for _, a, _, c in rows}
+
+    class Emb(ShotCopier):
+        def embed_audio(self, audios):  # cosine to the query's (1, 0) = closeness
+            return np.array([[closeness[Path(a).name], np.sqrt(1 - closeness[Path(a).name] ** 2)] for a in audios])
+
+    task = {"name": "t", "manifest": "m.jsonl", "metric": "accuracy", "shots": [2], "shot_selection": "retrieved",
+            "shot_manifest": "m.jsonl", "shot_order": "nearest_first"}
+    res = evaluate(load_eval_config({"data_root": str(tmp_path), "tasks": [task]}), Emb(), progress=False)
+    assert res["tasks"][0]["runs"][0]["items"][0]["shots"] == ["a1", "b"]
+    with pytest.raises(ValueError, match="only 3 distinct other files for item query, 4 shots asked"):
+        evaluate(load_eval_config({"data_root": str(tmp_path), "tasks": [{**task, "shots": [4]}]}), Emb(), progress=False)
+
+
 def test_loglik_ranking_gives_answers_and_confidences():
     res = evaluate(_cfg({"mode": "loglik"}), ShotCopier(), progress=False)
     run = res["tasks"][0]["runs"][0]
@@ -109,6 +146,45 @@ def test_majority_and_clap_baselines():
     # CLAP zero-shot ranks "This is a sound of <label>." texts; one-hot embeddings make it exact
     res = evaluate(_cfg(), ClapZeroShot(ShotCopier()), progress=False)
     assert res["tasks"][0]["runs"][0]["score"] == 1.0
+
+
+def test_baselines_run_beside_the_model_and_are_reported(tmp_path):
+    texts = []
+
+    class Model(ShotCopier):
+        def embed_text(self, t):
+            texts.extend(t)
+            return super().embed_text(t)
+
+    cfg = _cfg({"shots": [0, 1], "baselines": ["clap_zeroshot", "majority"]})
+    res = evaluate(cfg, Model(), progress=False)
+    task = res["tasks"][0]
+    assert task["summary"][0]["mean"] == pytest.approx(0.25)  # the model itself: always "dog"
+    base = task["baselines"]
+    # one-hot embeddings: CLAP zero-shot is exact; majority ("dog" in the pool) gets 1 of 4
+    assert base["clap_zeroshot"]["score"] == 1.0 and base["majority"]["score"] == pytest.approx(0.25)
+    assert base["clap_zeroshot"]["shots"] == 0 and len(base["clap_zeroshot"]["items"]) == 4
+    assert base["majority"]["fingerprint"] == "baseline:majority"
+    assert sorted(set(texts)) == [f"A {lab}." for lab in LABELS]  # the documented template, each label once
+    md = markdown_table(res)
+    assert "| task | metric | model | clap_zeroshot | majority |" in md
+    assert "| esc | accuracy | 0.2500 | 1.0000 | 0.2500 |" in md
+    # with baselines=False (the CLI's --baseline) only the predictor runs
+    assert "baselines" not in evaluate(cfg, Model(), progress=False, baselines=False)["tasks"][0]
+
+
+def test_baseline_the_model_cannot_serve_is_skipped_with_the_reason():
+    class NoTextHead(ShotCopier):
+        def embed_text(self, texts):
+            raise RuntimeError("m/: no CLAP text head (clap_text_head.safetensors is missing)")
+
+    with pytest.warns(UserWarning, match="baseline clap_zeroshot skipped: m/: no CLAP text head"):
+        res = evaluate(_cfg({"baselines": ["clap_zeroshot"]}), NoTextHead(), progress=False)
+    task = res["tasks"][0]
+    assert task["summary"][0]["mean"] == pytest.approx(0.25)  # the model's own results are kept
+    assert task["baselines"] == {"clap_zeroshot": {"skipped": "m/: no CLAP text head (clap_text_head.safetensors is missing)"}}
+    md = markdown_table(res)
+    assert "| esc | accuracy | 0.2500 | - |" in md and "Skipped clap_zeroshot: m/: no CLAP text head" in md
 
 
 def test_nearest_caption_copy_and_retrieval_task(tmp_path):
@@ -148,6 +224,14 @@ def test_config_errors_name_the_problem():
     assert cfg.tasks[0].shots == [0, 8] and cfg.batch_size == 2
     with pytest.raises(ConfigError, match="no task named"):
         load_eval_config({"tasks": [ESC_TASK]}, ["tasks.nope.shots=[1]"])
+    with pytest.raises(ConfigError, match="baseline 'clap' must be one of majority, nn_caption, clap_zeroshot"):
+        _cfg({"baselines": ["clap"]})
+    with pytest.raises(ConfigError, match="clap_zeroshot ranks options: set `options`"):
+        _cfg({"baselines": ["clap_zeroshot"], "options": None})
+    with pytest.raises(ConfigError, match="majority learns from the pool: set `shot_manifest`"):
+        _cfg({"baselines": ["majority"], "shot_manifest": None})
+    with pytest.raises(ConfigError, match="nn_caption copies answers"):
+        _cfg({"baselines": ["nn_caption"], "mode": "loglik"})
 
 
 def test_summary_and_report(tmp_path):
@@ -172,6 +256,8 @@ def test_eval_command_with_majority_baseline(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "| esc50 | accuracy | 0 | 0.2500 |" in out and "| esc50_loglik | accuracy | 0 | 0.2500 |" in out
     assert (tmp_path / "results.json").is_file() and (tmp_path / "shots_vs_score.png").is_file()
+    # the preset's own baselines are not run around a baseline
+    assert all("baselines" not in t for t in json.loads((tmp_path / "results.json").read_text())["tasks"])
 
 
 def test_eval_command_loads_the_model_given_by_path(tmp_path, monkeypatch, capsys):
@@ -191,13 +277,16 @@ def test_eval_command_loads_the_model_given_by_path(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(cli, "COMMAND_MODULES", ["audioflamingo.eval.cli"])
     cfg = Path(__file__).resolve().parents[1] / "configs" / "eval" / "esc50.yaml"
     rc = cli.main(["eval", "-c", str(cfg), "--model", "some/ckpt", "--out", str(tmp_path), "--quiet", "--limit", "2",
-                   f"data_root={FIXTURES}", "seeds=[0]"])
+                   f"data_root={FIXTURES}", "seeds=[0]", "tasks.*.baselines=[majority]"])
     assert rc == 0 and loaded == ["some/ckpt"]
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["model"] == {"path": "some/ckpt", "fingerprint": "fake-weights-123"}
     assert [t["n_items"] for t in res["tasks"]] == [2, 2]
     # the model always says "dog" 0-shot; loglik ranks the gold label first: 1/2 and 2/2 on the first two items
     assert [t["summary"][0]["mean"] for t in res["tasks"]] == [0.5, 1.0]
+    # the baseline asked for runs beside the model (majority of the fixture pool: "dog")
+    assert [t["baselines"]["majority"]["score"] for t in res["tasks"]] == [0.5, 0.5]
+    assert "Baselines beside the model" in capsys.readouterr().out
 
 
 def test_manifest_errors_name_file_and_line(tmp_path):

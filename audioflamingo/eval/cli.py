@@ -46,7 +46,8 @@ def _eval(args: argparse.Namespace) -> int:
         overrides.append(f"limit={args.limit}")
     cfg = load_eval_config(args.config, overrides)
     predictor, model_path = _load_predictor(args, cfg)
-    results = evaluate(cfg, predictor, model_path=model_path, progress=not args.quiet)
+    # a task's `baselines` run beside the model; with --baseline the baseline is the predictor itself
+    results = evaluate(cfg, predictor, model_path=model_path, progress=not args.quiet, baselines=not args.baseline)
     out_dir = args.out or cfg.output_dir
     paths = write_report(results, out_dir, plot=args.plot)
     sys.stdout.write((paths["markdown"]).read_text(encoding="utf-8"))

@@ -1,8 +1,9 @@
 """Reports of an evaluation: one JSON document, a markdown table, and PNG charts (shots vs score).
 
 The JSON holds the config, the model fingerprint, and per task: a summary per number of shots
-(mean, std over seeds, min, max) and every run with its per-item results (raw output, parsed
-prediction, references, item score). It has no timestamps, so the same inputs give the same file.
+(mean, std over seeds, min, max), every run with its per-item results (raw output, parsed
+prediction, references, item score), and the task's baselines (each a 0-shot run with its
+fingerprint, or {"skipped": reason}). It has no timestamps, so the same inputs give the same file.
 """
 
 from __future__ import annotations
@@ -36,7 +37,30 @@ def markdown_table(results: dict) -> str:
     extras = [(t["name"], r["extra"]) for t in results["tasks"] for r in t["runs"] if t["metric"] == "retrieval"]
     for name, m in extras:
         lines += ["", f"Retrieval details for {name}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in m.items())]
+    lines += _baseline_table(results)
     return "\n".join(lines) + "\n"
+
+
+def _baseline_table(results: dict) -> list[str]:
+    """Each task's baselines beside the model's 0-shot score, on the same items."""
+    tasks = [t for t in results["tasks"] if t.get("baselines")]
+    names = list(dict.fromkeys(n for t in tasks for n in t["baselines"]))
+    if not names:
+        return []
+    lines = ["", "Baselines beside the model (0 shots, the same items):", "",
+             "| task | metric | model | " + " | ".join(names) + " |", "|---|---|---:|" + "---:|" * len(names)]
+    skipped = {}
+    for t in tasks:
+        zero = [s["mean"] for s in t["summary"] if s["shots"] == 0]
+        cells = []
+        for n in names:
+            b = t["baselines"].get(n)
+            if b is not None and "skipped" in b:
+                skipped[n] = b["skipped"]
+            cells.append(_fmt(b["score"]) if b is not None and "score" in b else "-")
+        lines.append(f"| {t['name']} | {t['metric']} | {_fmt(zero[0]) if zero else '-'} | " + " | ".join(cells) + " |")
+    lines += ["", *(f"Skipped {n}: {why}" for n, why in skipped.items())] if skipped else []
+    return lines
 
 
 def plot_shots(results: dict, path: str | Path) -> Path:

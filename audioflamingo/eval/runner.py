@@ -19,8 +19,9 @@ Same config + same predictor => same numbers: example selection uses seeded gene
 from __future__ import annotations
 
 import hashlib
-import weakref
 import math
+import warnings
+import weakref
 import zlib
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def unit_rows(x) -> np.ndarray:
 _EMBEDDINGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # predictor -> {audio path: unit vector}
 
 
-def _embed_audio(predictor, audios: list[str], batch_size: int) -> np.ndarray:
+def embed_audio_cached(predictor, audios: list[str], batch_size: int) -> np.ndarray:
     """Unit embeddings of audio files; each file is embedded once per predictor (runs over k and seeds reuse them)."""
     if not hasattr(predictor, "embed_audio"):
         raise TypeError(f"{type(predictor).__name__} has no embed_audio(): needed for retrieved shots and retrieval tasks")
@@ -65,7 +66,11 @@ def _embed_audio(predictor, audios: list[str], batch_size: int) -> np.ndarray:
 
 
 def select_shots(task: TaskConfig, items: list[Item], pool: list[Item], k: int, seed: int, predictor, batch_size: int) -> list[list[Item]]:
-    """k in-context examples per item, never from the item's own audio file."""
+    """k in-context examples per item, never from the item's own audio file.
+
+    random: k distinct pool items, seeded by (seed, item id). retrieved: the nearest by the predictor's
+    audio embedding, by the rule retrieval uses at training and inference time (`shot_order`: AF1 shuffles).
+    """
     if k == 0:
         return [[] for _ in items]
     if task.shot_selection == "random":
@@ -77,22 +82,27 @@ def select_shots(task: TaskConfig, items: list[Item], pool: list[Item], k: int, 
             idx = _rng(seed, it.id).choice(len(candidates), size=k, replace=False)
             out.append([candidates[i] for i in idx])
         return out
-    # retrieved: nearest pool audio by embedding, one example per distinct file, then shuffled (as AF1)
-    pool_emb = _embed_audio(predictor, [p.audio for p in pool], batch_size)  # (P, d)
-    item_emb = _embed_audio(predictor, [it.audio for it in items], batch_size)  # (N, d)
-    out = []
-    for it, e in zip(items, item_emb):
-        chosen, seen = [], {it.audio}
-        for j in np.argsort(-(pool_emb @ e), kind="stable"):  # pool by cosine to the item, (P,)
-            if pool[j].audio not in seen:
-                seen.add(pool[j].audio)
-                chosen.append(pool[j])
-                if len(chosen) == k:
-                    break
-        if len(chosen) < k:
-            raise ValueError(f"task {task.name}: pool has only {len(chosen)} distinct other files, {k} shots asked")
-        out.append([chosen[i] for i in _rng(seed, it.id).permutation(k)])
-    return out
+    # retrieved: the AF1 neighbour rule (audioflamingo/retrieval/neighbours.py) over an in-memory index of the
+    # pool: nearest first, one example per distinct file, never the item's own file or id; then `shot_order`
+    from audioflamingo.retrieval.index import AudioIndex
+    from audioflamingo.retrieval.neighbours import NeighbourConfig, audio_identity, select_neighbours
+
+    by_file: dict[str, int] = {}
+    for j, p in enumerate(pool):
+        by_file.setdefault(p.audio, j)  # a file is represented by its first pool item (its other items are never shown)
+    first = list(by_file.values())
+    pool_emb = embed_audio_cached(predictor, [pool[j].audio for j in first], batch_size)  # (F, d) one row per file
+    item_emb = embed_audio_cached(predictor, [it.audio for it in items], batch_size)  # (N, d)
+    rows = [{"audio": audio_identity(pool[j].audio), "prompt": pool[j].prompt, "answer": pool[j].refs[0], "pool": j} for j in first]
+    index = AudioIndex.build([pool[j].id for j in first], pool_emb, rows, fingerprint=f"eval-pool:{task.name}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # too few distinct files is an error here, raised below
+        chosen = select_neighbours(index, item_emb, [it.audio for it in items], NeighbourConfig(k=k, order=task.shot_order, seed=seed),
+                                   [it.id for it in items])
+    for it, shots in zip(items, chosen):
+        if len(shots) < k:
+            raise ValueError(f"task {task.name}: pool has only {len(shots)} distinct other files for item {it.id}, {k} shots asked")
+    return [[pool[s.row["pool"]] for s in shots] for shots in chosen]
 
 
 def _extra_kwargs(task: TaskConfig, shots: list[list[Item]]) -> dict:
@@ -182,7 +192,7 @@ def run_task(task: TaskConfig, items: list[Item], pool: list[Item], predictor, k
 
 def _run_retrieval(task: TaskConfig, items: list[Item], predictor, batch_size: int) -> dict:
     """CLAP protocol: each item is a clip with its captions (group_refs: true)."""
-    audio = _embed_audio(predictor, [it.audio for it in items], batch_size)  # (n_audio, d)
+    audio = embed_audio_cached(predictor, [it.audio for it in items], batch_size)  # (n_audio, d)
     texts = [r for it in items for r in it.refs]
     owner = [i for i, it in enumerate(items) for _ in it.refs]
     if not hasattr(predictor, "embed_text"):
@@ -219,8 +229,37 @@ def model_fingerprint(predictor, model_path: str | None = None) -> str:
     return f"unversioned:{type(predictor).__name__}"
 
 
-def evaluate(cfg: EvalConfig, predictor, model_path: str | None = None, progress: bool = True) -> dict:
-    """Run every task of `cfg` with `predictor`; returns the results document (see report.py)."""
+def _baseline_runs(task: TaskConfig, items, pool, baselines: dict, cfg: EvalConfig, progress: bool) -> dict:
+    """The task's `baselines`, each run 0-shot on the same items: {name: run + fingerprint, or {"skipped": why}}."""
+    out = {}
+    for name in task.baselines:
+        b, why = baselines[name]
+        if why is not None:
+            out[name] = {"skipped": why}
+            continue
+        if hasattr(b, "prepare_task"):
+            b.prepare_task(task, pool)
+        out[name] = {"fingerprint": b.fingerprint(), **run_task(task, items, pool, b, 0, cfg.seeds[0], cfg.batch_size, progress)}
+    return out
+
+
+def evaluate(cfg: EvalConfig, predictor, model_path: str | None = None, progress: bool = True, baselines: bool = True) -> dict:
+    """Run every task of `cfg` with `predictor`; returns the results document (see report.py).
+
+    With `baselines`, each task's `baselines` (baselines.py) also run, 0-shot, with `predictor` as their
+    embedder; one that this predictor cannot serve (a model without a CLAP text head for clap_zeroshot)
+    is reported as skipped, with the reason, and a warning.
+    """
+    from audioflamingo.eval.baselines import BASELINES  # baselines.py imports this module
+
+    made: dict = {}
+    if baselines:
+        for name in dict.fromkeys(n for t in cfg.tasks for n in t.baselines):
+            b = BASELINES[name](predictor)
+            why = b.unavailable_reason()
+            if why is not None:
+                warnings.warn(f"baseline {name} skipped: {why}", stacklevel=2)
+            made[name] = (b, why)
     tasks_out = []
     icl = getattr(predictor, "supports_icl", True)
     for task in cfg.tasks:
@@ -234,7 +273,10 @@ def evaluate(cfg: EvalConfig, predictor, model_path: str | None = None, progress
             seeds = cfg.seeds if k > 0 else cfg.seeds[:1]
             for seed in seeds:
                 runs.append(run_task(task, items, pool, predictor, k, seed, cfg.batch_size, progress))
-        tasks_out.append({"name": task.name, "metric": task.metric, "mode": task.mode, "n_items": len(items),
-                          "summary": summarize(runs), "runs": runs})
+        entry = {"name": task.name, "metric": task.metric, "mode": task.mode, "n_items": len(items),
+                 "summary": summarize(runs), "runs": runs}
+        if baselines and task.baselines:
+            entry["baselines"] = _baseline_runs(task, items, pool, made, cfg, progress)
+        tasks_out.append(entry)
     return {"config": to_dict(cfg), "model": {"path": model_path, "fingerprint": model_fingerprint(predictor, model_path)},
             "tasks": tasks_out}

@@ -53,6 +53,11 @@ class TaskConfig:
     shot_selection: str = "random"  # random | retrieved (nearest by the model's audio embedding)
     shot_manifest: str | None = None  # pool of in-context examples (train split)
     shot_split: str | None = "train"
+    shot_order: str = "shuffle"  # retrieved shots: shuffle (AF1; seeded per item) | nearest_last | nearest_first
+    baselines: list[str] = field(default_factory=list)  # also run these 0-shot on the same items (baselines.py)
+
+
+BASELINE_NAMES = ("majority", "nn_caption", "clap_zeroshot")  # the keys of baselines.BASELINES
 
 
 @dataclass
@@ -88,10 +93,26 @@ def _validate(task: TaskConfig, where: str) -> None:
         raise ConfigError(f"{where}: mode retrieval goes with metric retrieval (and only with it)")
     if task.shot_selection not in ("random", "retrieved"):
         raise ConfigError(f"{where}: shot_selection must be 'random' or 'retrieved'")
+    if task.shot_selection == "retrieved":
+        from audioflamingo.retrieval.neighbours import ORDERS
+
+        if task.shot_order not in ORDERS:
+            raise ConfigError(f"{where}: shot_order {task.shot_order!r} must be one of {', '.join(ORDERS)}")
     if any(k > 0 for k in task.shots) and not task.shot_manifest:
         raise ConfigError(f"{where}: k-shot evaluation needs `shot_manifest` (the pool of examples)")
     if any(k < 0 for k in task.shots):
         raise ConfigError(f"{where}: shots must be >= 0")
+    for name in task.baselines:
+        if name not in BASELINE_NAMES:
+            raise ConfigError(f"{where}: baseline {name!r} must be one of {', '.join(BASELINE_NAMES)}")
+        if task.mode == "retrieval":
+            raise ConfigError(f"{where}: baselines answer questions; a retrieval task has none")
+        if name in ("majority", "nn_caption") and not task.shot_manifest:
+            raise ConfigError(f"{where}: baseline {name} learns from the pool: set `shot_manifest`")
+        if name == "nn_caption" and task.mode != "generate":
+            raise ConfigError(f"{where}: baseline nn_caption copies answers, it cannot rank options: use it with mode generate")
+        if name == "clap_zeroshot" and task.options is None:
+            raise ConfigError(f"{where}: baseline clap_zeroshot ranks options: set `options`")
 
 
 def _apply_task_overrides(tasks: list, overrides: list[str] | None) -> tuple[list, list[str]]:

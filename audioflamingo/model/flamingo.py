@@ -83,6 +83,8 @@ class AudioFlamingo(InferenceMixin, nn.Module):
             block = GatedCrossAttentionBlock(D, e.out_dim, config.xattn) if i % config.xattn.every == 0 else None
             layers[i] = FlamingoLayer(layers[i], block, i)
         self.media = MediaIds.of(tokenizer) if tokenizer is not None else None
+        self.clap_text = None  # ClapText (model/clap_text.py): set by load_model from clap_text_head.safetensors
+        self.source: str | None = None  # the folder or preset it was loaded from (for error messages)
 
     # ------------------------------------------------------------------------------------------------
     # parameters
@@ -210,6 +212,30 @@ class AudioFlamingo(InferenceMixin, nn.Module):
             for f in feats.split([w.shape[0] for w in wins]):
                 out.append(F.normalize(f.float().mean(dim=(0, 1)), dim=-1))  # (E,)
         return torch.stack(out) if out else torch.zeros(0, self.config.encoder.out_dim)
+
+    @torch.no_grad()
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """CLAP text embeddings: list of strings -> (n, E), L2-normalised, comparable with embed_audio by cosine.
+
+        Frozen MiniLM (loaded on the first call) + the projection trained by the CLAP stage, stored
+        beside the weights as clap_text_head.safetensors.
+        """
+        from audioflamingo.model.clap_text import TEXT_HEAD_FILE
+
+        where = self.source or "this model"
+        if self.clap_text is None:
+            raise RuntimeError(
+                f"{where}: no CLAP text head ({TEXT_HEAD_FILE} is missing), so embed_text cannot embed text; copy the "
+                f"{TEXT_HEAD_FILE} written by the CLAP training stage (<out_dir>/model/) into the model folder"
+            )
+        trained_on = self.clap_text.encoder_fingerprint
+        if trained_on is not None and trained_on != self.embedding_fingerprint():
+            raise RuntimeError(
+                f"{self.clap_text.source or where}: the CLAP text head was trained against audio encoder {trained_on}, but "
+                f"this model's encoder is {self.embedding_fingerprint()} (retrained after the CLAP stage?); its text "
+                f"embeddings would not match embed_audio: retrain the CLAP stage on this encoder"
+            )
+        return self.clap_text(texts, self.device)  # (n, E)
 
     # ------------------------------------------------------------------------------------------------
     # forward

@@ -3,6 +3,7 @@
     config.json         {"format": "audioflamingo", "version": 1, "model": <ModelConfig, LM config inlined>}
     model.safetensors   all weights (tied tensors stored once)
     tokenizer/          the tokenizer files
+    clap_text_head.safetensors   optional: the CLAP text projection (model/clap_text.py), for embed_text
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 
 from audioflamingo.config import ModelConfig, from_dict, list_presets, load_model_config, to_dict
+from audioflamingo.model.clap_text import load_text_head
 from audioflamingo.model.flamingo import AudioFlamingo
 from audioflamingo.text import MEDIA_TOKENS, load_tokenizer
 
@@ -87,6 +89,8 @@ def save_pretrained(model: AudioFlamingo, path: str | Path) -> Path:
     tmp.replace(path / "model.safetensors")
     if model.tokenizer is not None:
         model.tokenizer.save_pretrained(str(path / "tokenizer"))
+    if model.clap_text is not None:
+        model.clap_text.save(path)
     return path
 
 
@@ -158,10 +162,15 @@ def load_model(path_or_preset=None, *, device=None, dtype=None, overrides=None, 
             cfg = load_model_config(to_dict(cfg), overrides)
         model = build_model(cfg, seed=None)
         load_state(model, p / "model.safetensors")
+        try:
+            model.clap_text = load_text_head(p)  # None without the file; MiniLM itself loads on the first embed_text
+        except ValueError as e:
+            raise CheckpointError(str(e)) from e
     elif str(path_or_preset) in list_presets() or str(path_or_preset).endswith((".yaml", ".yml")):
         model = build_model(load_model_config(str(path_or_preset), overrides))
     else:
         raise CheckpointError(f"{path_or_preset!r}: not a checkpoint folder, a config file, or a preset ({', '.join(list_presets())})")
+    model.source = str(path_or_preset)
     model.eval()
     if dtype is not None:
         model.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)

