@@ -3,7 +3,11 @@
 An optimizer step consumes `batch_size` samples of the epoch's blend, split evenly over the processes and
 then into micro-batches. Every micro-batch returns a summed loss; it is divided by the step's total
 (answer tokens for the LM stages, micro-batches for CLAP) before backward, so one process with gradient
-accumulation and N processes with DDP compute the same gradient for the same global batch.
+accumulation and N processes with DDP or FSDP compute the same gradient for the same global batch (CLAP:
+the same as one process whose micro-batches are N times larger, since negatives come from every process).
+
+Rows come from a source: `blend.MixSource` (manifests or shards read into memory) or `stream.StreamSource`
+(shards read as a stream, `data.stream`).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +127,10 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
             for n, t in weights.items():
                 named[n].copy_(t.to(named[n].device))
         if streamed:
-            source.check_resume(state["data_position"].get("stream"), ck)
+            source.check_resume(state["data_position"].get("stream"), ck, state["step"])
+        elif "stream" in state["data_position"]:
+            warnings.warn(f"{ck}: written by a streamed run (data.stream); this run reads the same step of the in-memory "
+                          "blend instead, which is another order of the data", stacklevel=2)
     if features is not None:  # encode every clip once, up front (the encoder is frozen)
         features.fill([k for r in rows + val_rows for k in [r["audio"], *r.get("extra_audios", [])]],
                       progress=cfg.progress and d.main)
@@ -148,8 +156,8 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
         val_builder = SampleBuilder(model.tokenizer, stage, model.config.lm.max_length)
 
     mon = Monitor(out, total_steps, step, d.main, cfg.progress, cfg.tensorboard)
-    what = (f"{source.size} streamed items/epoch from {len(source.index.paths)} shards" if streamed
-            else f"{len(rows)} train rows")
+    what = (f"{source.size} streamed items/epoch from {len(source.index.paths)} shards (clips decoded per step, "
+            f"not cached)" if streamed else f"{len(rows)} train rows")
     mon.write(f"stage {stage}: {what}, {len(val_rows)} val rows, {steps_per_epoch} steps/epoch, "
               f"{total_steps} steps, {d.world} process(es) ({'FSDP' if fsdp else 'DDP' if d.active else 'alone'}), "
               f"training {', '.join(groups)} ({sum(p.numel() for p in params):,} parameters)")

@@ -17,8 +17,8 @@ processes, workers), and the i-th of them has epoch position r * M + i (M = item
 which seeds its sample (`data.sample_rng`) like a manifest position. A resumed run replays its range from
 the epoch's start and skips (without reading or decoding audio) the items it had consumed, so resuming
 mid-epoch is exact. It needs the same shards, number of processes and `data.workers` as the checkpoint
-(checked; otherwise a ConfigError). Different process counts see the same items per epoch, grouped into
-steps differently.
+(checked; otherwise a ConfigError; a checkpoint at an epoch boundary resumes with any). Different process
+counts see the same items per epoch, grouped into steps differently.
 """
 
 from __future__ import annotations
@@ -256,7 +256,10 @@ class StreamSource:
         """What a checkpoint records so that a resume can check it replays the same streams."""
         return {"processes": self.world, "workers": self.workers, "shards": self.index.fingerprint()}
 
-    def check_resume(self, saved: dict | None, where) -> None:
+    def check_resume(self, saved: dict | None, where, step: int) -> None:
+        """Mid-epoch, a resume must replay the same streams; at an epoch boundary any layout starts afresh."""
+        if step % self.steps_per_epoch == 0:
+            return
         if saved is None:
             raise ConfigError(f"{where}: the checkpoint was not written by a streamed run (data.stream); resume it with data.stream: false")
         if saved != self.signature():
