@@ -5,7 +5,7 @@ one way.
 
 On disk, beside a model's weights:
 
-    clap_text_head.safetensors   proj.weight (E, text_dim), proj.bias (E,), logit_scale ()
+    clap_text_head.safetensors   proj.weight (E, text_dim), proj.bias (E,), logit_scale (1,) (a 0-d one in older files)
                                  metadata: text_tower (package name or folder), encoder_fingerprint
                                  (the audio tower the head was trained against; absent in early files)
 
@@ -44,9 +44,10 @@ def text_tower_path(spec: str) -> Path:
 class TextTower:
     """Frozen sentence encoder: list[str] -> (n, text_dim) mean-pooled token states (not normalised)."""
 
-    def __init__(self, spec: str, device="cpu"):
+    def __init__(self, spec: str, device="cpu", batch_size: int = 64, keep: bool = True):
         from transformers import AutoModel, AutoTokenizer
 
+        self.batch_size, self.keep = batch_size, keep  # keep: remember every text's features
         path = text_tower_path(spec)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(device).eval()
@@ -55,7 +56,10 @@ class TextTower:
         self.cache: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
-    def __call__(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:
+    def __call__(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
+        batch_size = batch_size or self.batch_size
+        if not self.keep:
+            self.cache = {t: v for t, v in self.cache.items() if t in texts}
         todo = [t for t in dict.fromkeys(texts) if t not in self.cache]
         dev = next(self.model.parameters()).device
         for i in range(0, len(todo), batch_size):
@@ -75,7 +79,7 @@ class ClapHead(nn.Module):
     def __init__(self, text_dim: int, out_dim: int, temperature: float = 0.07):
         super().__init__()
         self.proj = nn.Linear(text_dim, out_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / temperature)))
+        self.logit_scale = nn.Parameter(torch.full((1,), math.log(1 / temperature)))  # (1,): FSDP shards no 0-d tensors
 
     def forward(self, text_feats: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.proj(F.normalize(text_feats, dim=-1)), dim=-1)  # (n, E)
@@ -143,5 +147,6 @@ def load_text_head(folder: str | Path) -> ClapText | None:
         raise ValueError(f"{path}: expected tensors {sorted(expected)} with a 2-d proj.weight, found {sorted(state)}")
     out_dim, text_dim = state["proj.weight"].shape
     head = ClapHead(text_dim, out_dim)
+    state["logit_scale"] = state["logit_scale"].reshape(1)  # files written before FSDP support hold a 0-d tensor
     head.load_state_dict({k: v.float() for k, v in state.items()})
     return ClapText(head, meta.get("text_tower", DEFAULT_TEXT_TOWER), meta.get("encoder_fingerprint"), str(path))

@@ -9,9 +9,11 @@ which `AudioFlamingo.embed_text` uses too).
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -21,6 +23,36 @@ from audioflamingo.model.clap_text import ClapHead, TextTower, text_tower_path  
 def audio_embeddings(encoder_out: torch.Tensor, counts: list[int]) -> torch.Tensor:
     """(W_total, N, E) encoder outputs, windows per clip -> (n, E) L2-normalised means (= embed_audio)."""
     return torch.stack([F.normalize(f.float().mean(dim=(0, 1)), dim=-1) for f in encoder_out.split(counts)])  # (n, E)
+
+
+def caption_id(text: str) -> int:
+    """A caption's id, the same in every process (equal ids = the same caption, a positive pair)."""
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:8], "little") >> 1
+
+
+class GatherRows(torch.autograd.Function):
+    """(n, E) on each of P processes -> (P * n, E), process order, on every process.
+
+    Backward: every process computes the same loss from the gathered rows, so the gradient a reduce-scatter
+    would return for this process's rows (the sum over processes) is P times its own: that, without
+    communication. With DDP's averaging the step then gets the gradient of the one global-batch loss."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.rank, ctx.world, ctx.n = dist.get_rank(), dist.get_world_size(), x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(ctx.world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts)  # (P * n, E)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad[ctx.rank * ctx.n : (ctx.rank + 1) * ctx.n] * ctx.world  # (n, E)
+
+
+def gather_ids(ids: torch.Tensor) -> torch.Tensor:
+    parts = [torch.empty_like(ids) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, ids.contiguous())
+    return torch.cat(parts)  # (P * n,)
 
 
 def contrastive_loss(a: torch.Tensor, t: torch.Tensor, text_ids: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -33,20 +65,26 @@ def contrastive_loss(a: torch.Tensor, t: torch.Tensor, text_ids: torch.Tensor, l
 
 
 class ClapStep(nn.Module):
-    """What DDP wraps in the CLAP stage -> mean loss over the micro-batch.
+    """What DDP/FSDP wraps in the CLAP stage -> the contrastive loss of the micro-batch.
 
     forward: windows (W_total, S) or, when only the encoder head trains, cached trunk `frames`
-    (W_total, F', E); counts = windows per clip; text feats (n, 384); text_ids (n,)."""
+    (W_total, F', E); counts = windows per clip; text feats (n, 384); text_ids (n,) from `caption_id`.
+    With gather (under torch.distributed) the embeddings of every process's micro-batch are gathered, so
+    each clip is contrasted with the whole global micro-batch (P * n clips and captions), exactly as one
+    process with micro-batches P times larger."""
 
-    def __init__(self, encoder: nn.Module, head: ClapHead):
+    def __init__(self, encoder: nn.Module, head: ClapHead, gather: bool = False):
         super().__init__()
-        self.encoder, self.head = encoder, head
+        self.encoder, self.head, self.gather = encoder, head, gather
 
     def forward(self, counts, text_feats, text_ids, windows=None, frames=None):
         out = self.encoder(windows) if frames is None else self.encoder.proj(self.encoder.pool(frames))  # (W_total, N, E)
         a = audio_embeddings(out, counts)  # (n, E)
         t = self.head(text_feats.to(a.device))  # (n, E)
-        return contrastive_loss(a, t, text_ids.to(a.device), self.head.logit_scale)
+        ids = text_ids.to(a.device)
+        if self.gather:
+            a, t, ids = GatherRows.apply(a), GatherRows.apply(t), gather_ids(ids)  # (P * n, E), (P * n, E), (P * n,)
+        return contrastive_loss(a, t, ids, self.head.logit_scale)
 
 
 class FrameCache:

@@ -23,9 +23,10 @@ STAGE_TRAINABLE = {
 
 @dataclass
 class DataConfig:
-    """Manifests (JSONL) or WebDataset shards (`*.tar`, globs allowed) and how to blend them."""
+    """Manifests (JSONL) or WebDataset shards (`x.tar`, globs, `train-{000000..000009}.tar`, a folder of .tar)
+    and how to blend them."""
 
-    train: list = field(default_factory=list)  # manifest paths / shard globs
+    train: list = field(default_factory=list)  # manifest paths / shard patterns
     val: list = field(default_factory=list)
     weights: dict = field(default_factory=dict)  # dataset name -> passes per epoch (fractional = seeded subsample)
     default_weight: float = 1.0  # for datasets not named in `weights`
@@ -39,6 +40,10 @@ class DataConfig:
     shots: str = "random"  # shot source: "random" (same dataset+task) or "row" (the row's own `shots`)
     task_prefix_prob: float = 0.5  # probability of "The task is X. " in single-item samples
     max_val: int = 256  # validation items used per evaluation
+    shuffle: bool = True  # False: each epoch in row (stream) order, repeats of a row together
+    stream: bool = False  # read data.train shards as a stream (train/stream.py) instead of whole into memory
+    shuffle_buffer: int = 1000  # stream: items in each reader's seeded shuffle buffer (<= 1: none)
+    workers: int = 0  # stream: DataLoader worker processes reading and decoding (0: in the training process)
 
 
 @dataclass

@@ -32,7 +32,7 @@ class DataError(ValueError):
 # reading rows
 
 
-def _check_row(row: dict, where: str) -> dict:
+def check_row(row: dict, where: str) -> dict:
     missing = [k for k in REQUIRED if k not in row]
     if missing:
         raise DataError(f"{where}: row is missing required key(s) {', '.join(missing)}")
@@ -54,15 +54,52 @@ class AudioBytes(dict):
     """Audio held in memory, keyed by 'shard.tar#member' (what rows read from shards point to)."""
 
 
+_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def expand_braces(spec: str) -> list[str]:
+    """'train-{000000..000002}.tar' -> train-000000.tar, train-000001.tar, train-000002.tar (WebDataset's
+    notation; numbers keep the width of the first bound)."""
+    m = _RANGE.search(spec)
+    if not m:
+        return [spec]
+    lo, hi = int(m.group(1)), int(m.group(2))
+    if hi < lo:
+        raise DataError(f"shards {spec!r}: range {m.group(0)} runs backwards")
+    width = len(m.group(1))
+    return [p for i in range(lo, hi + 1) for p in expand_braces(spec[: m.start()] + str(i).zfill(width) + spec[m.end() :])]
+
+
+def is_shard_spec(spec) -> bool:
+    """A `.tar` file, a pattern of them (glob or {a..b}), or a folder of them."""
+    return str(spec).endswith(".tar") or Path(spec).is_dir()
+
+
+def shard_paths(spec) -> list[str]:
+    """The tar files a `data.train` / `data.val` entry names: a file, a glob, a {000..009} range, or a folder."""
+    spec = str(spec)
+    if Path(spec).is_dir():
+        paths = sorted(str(p) for p in Path(spec).glob("*.tar"))
+        if not paths:
+            raise DataError(f"shards {spec!r}: the folder holds no .tar files")
+        return paths
+    paths = []
+    for s in expand_braces(spec):
+        paths += sorted(glob.glob(s)) if any(c in s for c in "*?[") else [s]
+    missing = [p for p in paths if not Path(p).is_file()]
+    if not paths or missing:
+        raise DataError(f"shards {spec!r}: no such tar file(s)" + (f": {', '.join(missing[:3])}" if missing else ""))
+    return paths
+
+
 def read_shards(pattern: str, audio_store: AudioBytes) -> list[dict]:
-    """WebDataset tar shards: members `KEY.json` ({"items": [rows]} or one row) and `KEY.<audio ext>`.
+    """WebDataset tar shards, read whole into memory: members `KEY.json` ({"items": [rows]} or one row) and
+    `KEY.<audio ext>`. (For data that does not fit in memory, stream them: `data.stream`, train/stream.py.)
 
     The audio bytes go to `audio_store`; each row's `audio` becomes 'shard#KEY.ext'. Read with the
     standard library so no extra package is needed; `webdataset.WebDataset(urls)` reads the same files.
     """
-    paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
-    if not paths or not all(Path(p).is_file() for p in paths):
-        raise DataError(f"shards {pattern!r}: no such tar file(s)")
+    paths = shard_paths(pattern)
     rows = []
     for shard in paths:
         samples: dict[str, dict] = {}
@@ -80,7 +117,7 @@ def read_shards(pattern: str, audio_store: AudioBytes) -> list[dict]:
             for ext in audio_ext:
                 audio_store[f"{shard}#{key}.{ext}"] = parts[ext]
             for row in meta.get("items", [meta]):
-                row = _check_row(dict(row), f"{shard}#{key}")
+                row = check_row(dict(row), f"{shard}#{key}")
                 row["audio"] = f"{shard}#{row['audio']}"
                 if row["audio"] not in audio_store:
                     raise DataError(f"{shard}#{key}: row {row['id']} names audio {row['audio']!r} not in the shard")
@@ -93,19 +130,32 @@ def read_sources(specs: list[str], audio_store: AudioBytes) -> list[dict]:
     rows = []
     for spec in specs:
         spec = str(spec)
-        rows += read_shards(spec, audio_store) if spec.endswith(".tar") else read_manifest(spec)
+        rows += read_shards(spec, audio_store) if is_shard_spec(spec) else read_manifest(spec)
     return rows
 
 
+@dataclass
+class RowFilter:
+    """Which rows a stage trains on. Chat: dialog rows (those with `dialogue`; with chat_plain also the rest);
+    clap: non-dialog rows of `tasks` (the caption tasks); other stages: non-dialog rows. `tasks` (None: all)
+    and `exclude` narrow it further."""
+
+    stage: str
+    tasks: list | None = None
+    exclude: list = field(default_factory=list)
+    chat_plain: bool = False
+
+    def __call__(self, row: dict) -> bool:
+        if self.stage == "chat":
+            ok = bool(row.get("dialogue")) or self.chat_plain
+        else:
+            ok = not row.get("dialogue")
+        return ok and (self.tasks is None or row["task"] in self.tasks) and row["task"] not in self.exclude
+
+
 def filter_rows(rows: list[dict], stage: str, tasks: list | None, exclude: list, chat_plain: bool = False) -> list[dict]:
-    """Chat trains on dialog rows (those with `dialogue`; with chat_plain also on the rest); other stages on the rest."""
-    if stage == "chat":
-        keep = [r for r in rows if r.get("dialogue") or chat_plain]
-    else:
-        keep = [r for r in rows if not r.get("dialogue")]
-    if tasks is not None:
-        keep = [r for r in keep if r["task"] in tasks]
-    return [r for r in keep if r["task"] not in exclude]
+    keep = RowFilter(stage, tasks, list(exclude), chat_plain)
+    return [r for r in rows if keep(r)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -242,11 +292,19 @@ def answer_tokens(labels: torch.Tensor) -> int:
 
 
 class ClipStore:
-    """Loads clips by key (file path or 'shard#member'), keeping them in memory (the corpus is small)."""
+    """Loads clips by key (file path or 'shard#member'), keeping them in memory (the corpus is small). Streamed
+    data puts each step's decoded clips in (`put`) and takes them out after the step (`drop`)."""
 
     def __init__(self, sample_rate: int, audio_cfg, audio_bytes: AudioBytes | None = None, keep: bool = True):
         self.rate, self.cfg, self.bytes, self.keep = sample_rate, audio_cfg, audio_bytes or AudioBytes(), keep
         self.clips: dict = {}
+
+    def put(self, key: str, clip) -> None:
+        self.clips[key] = clip
+
+    def drop(self, keys) -> None:
+        for k in keys:
+            self.clips.pop(k, None)
 
     def __call__(self, key: str):
         from audioflamingo.audio import load_audio

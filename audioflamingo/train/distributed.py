@@ -1,6 +1,11 @@
 """torch.distributed for the training loop: the same command runs alone or under
 `torchrun --nproc_per_node N` (env RANK / WORLD_SIZE / LOCAL_RANK), wrapping the step module in DDP,
-or in FSDP for models that do not fit one device."""
+or sharding it with FSDP (FSDP2, `torch.distributed.fsdp.fully_shard`) for models that do not fit one device.
+
+Under FSDP every trainable parameter is a DTensor holding 1/N of its rows; whatever needs whole tensors
+(checkpoints, the exported model, validation of the CLAP encoder) gathers them here, and gathering is a
+collective: every process must make the same calls in the same order.
+"""
 
 from __future__ import annotations
 
@@ -51,13 +56,18 @@ def teardown(d: Dist) -> None:
         dist.destroy_process_group()
 
 
-def wrap(module: torch.nn.Module, d: Dist, strategy: str) -> torch.nn.Module:
+def wrap(module: torch.nn.Module, d: Dist, strategy: str, units=()) -> torch.nn.Module:
+    """DDP, or FSDP2 in place: each of `units` (e.g. the LM's decoder layers) is its own FSDP unit, gathered
+    only while it runs; the root unit holds everything else. The module keeps its class and parameter names."""
     if not d.active:
         return module
     if strategy == "fsdp":
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp import fully_shard
 
-        return FSDP(module, use_orig_params=True, device_id=d.device if d.device.type == "cuda" else None)
+        for unit in units:
+            fully_shard(unit)
+        fully_shard(module)
+        return module
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     return DDP(module, device_ids=[d.device] if d.device.type == "cuda" else None)
@@ -83,7 +93,83 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
-def clip_grad_norm(module, params, max_norm: float) -> torch.Tensor:
-    if hasattr(module, "clip_grad_norm_"):  # FSDP computes the norm over all shards
-        return module.clip_grad_norm_(max_norm)
-    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+def is_fsdp(module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor (FSDP shard) -> the whole tensor on every process (a collective); other tensors unchanged."""
+    from torch.distributed.tensor import DTensor
+
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Clip the global gradient norm (over all processes' shards under FSDP) -> the norm before clipping."""
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+    return float(full_tensor(norm))
+
+
+def mask_grad_rows(param: torch.Tensor, rows: torch.Tensor) -> None:
+    """Zero the gradient of every row of `param` where `rows` (bool (V,)) is False. Under FSDP the gradient is a
+    DTensor sharded by rows and a tensor hook on the original parameter no longer runs, so the mask is cut the
+    same way (locally, no communication) and applied to the shard."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if param.grad is None:
+        return
+    mask = rows.to(param.grad.device, param.grad.dtype)[:, None]  # (V, 1)
+    if isinstance(param.grad, DTensor):
+        mask = distribute_tensor(mask.expand(param.shape).contiguous(), param.grad.device_mesh, param.grad.placements,
+                                 src_data_rank=None)
+    param.grad.mul_(mask)
+
+
+@contextlib.contextmanager
+def unsharded(module):
+    """Inside: the FSDP root's parameters are whole plain tensors on every process, so its submodules can be
+    called directly (only what the root unit holds: do not call an inner FSDP unit in here). Outside FSDP: no-op."""
+    if not is_fsdp(module):
+        yield
+        return
+    module.unshard()
+    try:
+        yield
+    finally:
+        module.reshard()
+
+
+def full_state(named, d: Dist) -> dict[str, torch.Tensor]:
+    """(name, tensor) pairs -> whole CPU copies on rank 0 ({} elsewhere). Every process must call it. Tensors
+    shared under several names (tied weights) are gathered once and stay shared."""
+    out, done = {}, {}
+    for name, t in named:
+        if id(t) not in done:
+            full = full_tensor(t.detach())
+            done[id(t)] = full.cpu().contiguous().clone() if d.main else None
+        if d.main:
+            out[name] = done[id(t)]
+    return out
+
+
+def full_optimizer_state(optimizer: torch.optim.Optimizer, d: Dist) -> dict:
+    """optimizer.state_dict() with every sharded state (FSDP's exp_avg, ...) gathered whole: the same file as a
+    one-process run writes, so any number of processes (or one) can resume from it. Every process must call it."""
+    sd = optimizer.state_dict()
+    state = {i: {k: full_tensor(v).cpu().clone() if torch.is_tensor(v) else v for k, v in s.items()} for i, s in sd["state"].items()}
+    return {"state": state, "param_groups": sd["param_groups"]} if d.main else {}
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, sd: dict) -> None:
+    """Load a whole-tensor optimizer state; under FSDP each state tensor is cut like its parameter first."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    state = {}
+    for i, s in sd["state"].items():
+        p = params[int(i)]
+        state[i] = {k: distribute_tensor(v.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
+                    if isinstance(p, DTensor) and torch.is_tensor(v) and v.shape == p.shape else v for k, v in s.items()}
+    optimizer.load_state_dict({"state": state, "param_groups": sd["param_groups"]})

@@ -43,13 +43,19 @@ def set_trainable(model, groups: list[str], clap_head: nn.Module | None = None) 
             p.requires_grad_(True)
         chosen[g] = [n for n, _ in named]
     if "embeddings:new" in groups and "embeddings" not in groups:
-        media = model.media
-        rows = torch.zeros(parts["embeddings"][0][1].shape[0], dtype=torch.bool)
-        rows[[media.audio, media.eoc, media.sep]] = True
+        rows = new_token_rows(model)
         for _, p in parts["embeddings"]:
             mask = rows.to(p.device, p.dtype)[:, None]  # (V, 1)
             p.register_hook(lambda g, m=mask: g * m.to(g.dtype))
     return chosen
+
+
+def new_token_rows(model) -> torch.Tensor:
+    """bool (V,): True on the embedding rows of the added tokens <audio>, <|endofchunk|>, <SEP>."""
+    media = model.media
+    rows = torch.zeros(model.param_groups()["embeddings"][0][1].shape[0], dtype=torch.bool)
+    rows[[media.audio, media.eoc, media.sep]] = True
+    return rows
 
 
 def build_optimizer(model, cfg, clap_head: nn.Module | None = None) -> torch.optim.AdamW:

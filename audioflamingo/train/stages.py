@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from audioflamingo.config import ConfigError, load_model_config
 from audioflamingo.text import IGNORE, train_bpe_tokenizer
-from audioflamingo.train.clap import audio_embeddings, retrieval_metrics
+from audioflamingo.train.clap import audio_embeddings, caption_id, retrieval_metrics
 from audioflamingo.train.data import collate, read_manifest, sample_rng
 
 
@@ -155,8 +155,7 @@ def clap_batch(rows, clips, text_tower, audio_cfg, device, frame_cache=None) -> 
     from audioflamingo.audio import make_windows
 
     texts = [r["answer"] for r in rows]
-    index = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-    batch = {"text_feats": text_tower(texts).to(device), "text_ids": torch.tensor([index[t] for t in texts])}
+    batch = {"text_feats": text_tower(texts).to(device), "text_ids": torch.tensor([caption_id(t) for t in texts])}
     if frame_cache is not None:
         keys = [r["audio"] for r in rows]
         frame_cache.fill(keys)
