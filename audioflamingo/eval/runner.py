@@ -69,7 +69,7 @@ def select_shots(task: TaskConfig, items: list[Item], pool: list[Item], k: int, 
     """k in-context examples per item, never from the item's own audio file.
 
     random: k distinct pool items, seeded by (seed, item id). retrieved: the nearest by the predictor's
-    audio embedding, by the rule retrieval uses at training and inference time (`shot_order`: AF1 shuffles).
+    audio embedding, by the rule retrieval uses at training and inference time, ordered by `shot_order`.
     """
     if k == 0:
         return [[] for _ in items]

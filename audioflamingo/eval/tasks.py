@@ -53,7 +53,7 @@ class TaskConfig:
     shot_selection: str = "random"  # random | retrieved (nearest by the model's audio embedding)
     shot_manifest: str | None = None  # pool of in-context examples (train split)
     shot_split: str | None = "train"
-    shot_order: str = "shuffle"  # retrieved shots: shuffle (AF1; seeded per item) | nearest_last | nearest_first
+    shot_order: str = "nearest_last"  # retrieved shots: nearest_last (the inference default) | nearest_first | shuffle (seeded per item)
     baselines: list[str] = field(default_factory=list)  # also run these 0-shot on the same items (baselines.py)
 
 
