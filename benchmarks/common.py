@@ -21,7 +21,7 @@ def resolve_device(name: str | None = None) -> torch.device:
 
 def sync(device) -> None:
     """Wait for queued GPU work, so that wall-clock times cover it (no-op on CPU)."""
-    if torch.device(device).type == "cuda":
+    if device is not None and torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -37,7 +37,7 @@ def compute_dtype(device) -> str:
     return "bf16 autocast" if torch.device(device).type == "cuda" else "fp32"
 
 
-def timeit(fn, repeat: int = 3, warmup: int = 1, device="cpu") -> float:
+def timeit(fn, repeat: int = 3, warmup: int = 1, device=None) -> float:
     """Median wall seconds of fn() over `repeat` runs after `warmup` runs (GPU work included)."""
     for _ in range(warmup):
         fn()
@@ -51,9 +51,9 @@ def timeit(fn, repeat: int = 3, warmup: int = 1, device="cpu") -> float:
     return statistics.median(times)
 
 
-def matmul_peak(device="cpu", dtype: torch.dtype = torch.float32, n: int | None = None, repeat: int = 5) -> float:
+def matmul_peak(device=None, dtype: torch.dtype = torch.float32, n: int | None = None, repeat: int = 5) -> float:
     """Measured (n x n) @ (n x n) FLOP/s on `device` in `dtype`: the reference for 'fraction of peak'."""
-    device = torch.device(device)
+    device = resolve_device(device)
     n = n or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
@@ -74,8 +74,8 @@ def peak_memory_mb(device) -> float | None:
     return None
 
 
-def machine(device="cpu") -> dict:
-    device = torch.device(device)
+def machine(device=None) -> dict:
+    device = resolve_device(device)
     out = {
         "cpu": platform.processor() or platform.machine(),
         "cores": os.cpu_count(),

@@ -6,14 +6,14 @@ import torch
 
 from audioflamingo.audio import make_windows, num_windows
 from audioflamingo.model.loading import build_model
-from benchmarks.common import autocast, compute_dtype, table, timeit
+from benchmarks.common import autocast, compute_dtype, resolve_device, table, timeit
 from benchmarks.generation import _configs
 
 DURATIONS = [3.0, 7.0, 12.0, 20.0, 33.0, 5.0, 9.0, 15.0]  # a batch of clips of mixed lengths (seconds)
 
 
-def run(quick: bool = True, device="cpu") -> dict:
-    device = torch.device(device)
+def run(quick: bool = True, device=None) -> dict:
+    device = resolve_device(device)
     gpu = device.type == "cuda"
     durations = DURATIONS * (8 if gpu else 1)  # a GPU needs a bigger batch before it is busy
     rows = []

@@ -25,7 +25,7 @@ from audioflamingo.config import list_presets, load_model_config
 from audioflamingo.model.generate import GenerationConfig, generate
 from audioflamingo.model.loading import build_model
 from audioflamingo.text import encode, icl_text, pad_batch, single_text
-from benchmarks.common import autocast, compute_dtype, sync, table, timeit
+from benchmarks.common import autocast, compute_dtype, resolve_device, sync, table, timeit
 
 MAX_POSITIONS = 32768  # > 25 tokens/s x 600 s + the prompt
 
@@ -147,8 +147,8 @@ COLUMNS = ["model", "prompt", "audio_s", "encode_s", "a_dec_tok_s", "a_e2e_tok_s
            "a_dec_ttft_s", "a_e2e_ttft_s", "c_dec_ttft_s", "cached_vs_recompute", "lm_seq_a", "audio_tokens", "lm_seq_c"]
 
 
-def run(quick: bool = True, device="cpu", new_tokens: int = 64) -> dict:
-    device = torch.device(device)
+def run(quick: bool = True, device=None, new_tokens: int = 64) -> dict:
+    device = resolve_device(device)
     seconds_list = [5, 30] if quick else [5, 30, 120, 600]
     rows = []
     for name, cfg in _configs(large=device.type == "cuda" and not quick):

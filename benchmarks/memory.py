@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 from audioflamingo.config import list_presets
-from benchmarks.common import compute_dtype, table
+from benchmarks.common import compute_dtype, resolve_device, table
 
 _CHILD = r"""
 import contextlib, json, sys, warnings
@@ -49,8 +49,9 @@ print(json.dumps(out))
 """
 
 
-def run(quick: bool = True, device="cpu") -> dict:
-    gpu = str(device).startswith("cuda")
+def run(quick: bool = True, device=None) -> dict:
+    device = resolve_device(device)
+    gpu = device.type == "cuda"
     presets = [p for p in list_presets() if p != "af1"]
     rows = []
     for preset in presets:

@@ -17,7 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from audioflamingo.model.cache import AudioTokens
 from audioflamingo.model.loading import build_model
 from audioflamingo.text import encode, pad_batch, single_text
-from benchmarks.common import autocast, compute_dtype, matmul_peak, peak_memory_mb, reset_peak_memory, sync, table
+from benchmarks.common import (autocast, compute_dtype, matmul_peak, peak_memory_mb, reset_peak_memory, resolve_device, sync,
+                               table)
 from benchmarks.generation import _configs
 
 ANSWER = "a dog barks twice while a car passes by slowly on a wet road, then rain starts "
@@ -62,8 +63,8 @@ def _profile(model, opt, batch, device) -> str:
     return prof.key_averages().table(sort_by=key, row_limit=12)
 
 
-def run(quick: bool = True, device="cpu") -> dict:
-    device = torch.device(device)
+def run(quick: bool = True, device=None) -> dict:
+    device = resolve_device(device)
     gpu = device.type == "cuda"
     peak32 = matmul_peak(device, torch.float32)
     peak = matmul_peak(device, torch.bfloat16) if gpu else peak32  # the step's compute dtype
