@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The benchmark suite on a GPU machine, from the repository root:
+#
+#     bash benchmarks/gpu.sh OUT_DIR
+#
+# 1. Installs the wheels carried in .whl/ (soundfile + cffi + pycparser, soxr, faiss-cpu; see
+#    docs/performance.md) into /tmp/site without touching the machine's own packages.
+# 2. Runs `python -m benchmarks --device cuda` (full sizes: af-mini, mid and an AF1-sized "large" LM;
+#    10 min of audio; GPU batch sizes) into OUT_DIR/suite/ (results.json, results.md, rewritten after
+#    every section), the log beside it. Retrieval (faiss-cpu, on this machine's CPU cores) is measured at
+#    10 k and 100 k items of both kinds; 1 M items take longer than this script's budget (~8 min on an H100):
+#    RETRIEVAL_1M=1 adds `benchmarks.retrieval --sizes 1000000 --data lowrank` into OUT_DIR/retrieval-1m.json.
+# Env: PYTHON (default python3), DEVICE (default cuda).
+set -uo pipefail
+
+OUT=${1:?usage: bash benchmarks/gpu.sh OUT_DIR}
+PY=${PYTHON:-python3}
+DEVICE=${DEVICE:-cuda}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if compgen -G ".whl/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || echo "gpu.sh: installing .whl/*.whl failed" >&2
+    export PYTHONPATH="/tmp/site:$PYTHONPATH"
+else
+    echo "gpu.sh: no .whl/ folder: sections needing soundfile/soxr/faiss will be skipped" >&2
+fi
+"$PY" - <<'EOF' 2>&1 | tee "$OUT/environment.txt"
+import importlib, platform, torch
+print("python", platform.python_version(), "torch", torch.__version__, "cuda", torch.version.cuda,
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NO GPU")
+for m in ("transformers", "numpy", "soundfile", "soxr", "faiss", "yaml", "safetensors", "tokenizers"):
+    try:
+        mod = importlib.import_module(m)
+        print(f"  {m} {getattr(mod, '__version__', '?')}")
+    except ImportError as e:
+        print(f"  {m} MISSING ({e})")
+EOF
+
+start=$SECONDS
+"$PY" -m benchmarks --device "$DEVICE" --out "$OUT/suite" --retrieval-sizes 10000 100000 \
+    --only generation training encoder memory serve_load pipeline retrieval 2>&1 | tee "$OUT/suite.log"
+echo "gpu.sh: suite took $((SECONDS - start)) s" | tee -a "$OUT/suite.log"
+
+if [ "${RETRIEVAL_1M:-0}" = 1 ]; then
+    "$PY" -m benchmarks.retrieval --sizes 1000000 --data lowrank --json "$OUT/retrieval-1m.json" 2>&1 | tee "$OUT/retrieval-1m.log"
+fi
+echo "gpu.sh: done in $((SECONDS - start)) s; results in $OUT/suite/results.md"
