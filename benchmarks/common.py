@@ -32,6 +32,17 @@ def autocast(device):
     return contextlib.nullcontext()
 
 
+def decode_attention(device):
+    """On CUDA: scaled-dot-product attention without the cuDNN backend, which builds a new execution plan
+    for every new sequence length (~0.1 s each on an H100), so token-by-token loops whose length grows
+    each step would time plan building instead of arithmetic. Flash / memory-efficient / math stay."""
+    if torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 def compute_dtype(device) -> str:
     """What `autocast(device)` computes matmuls in, for the tables."""
     return "bf16 autocast" if torch.device(device).type == "cuda" else "fp32"

@@ -25,7 +25,7 @@ from audioflamingo.config import list_presets, load_model_config
 from audioflamingo.model.generate import GenerationConfig, generate
 from audioflamingo.model.loading import build_model
 from audioflamingo.text import encode, icl_text, pad_batch, single_text
-from benchmarks.common import autocast, compute_dtype, resolve_device, sync, table, timeit
+from benchmarks.common import autocast, compute_dtype, decode_attention, resolve_device, sync, table, timeit
 
 MAX_POSITIONS = 32768  # > 25 tokens/s x 600 s + the prompt
 
@@ -67,16 +67,17 @@ def _prompts():
     return {"short": short, "icl-8shot": icl}
 
 
-def _median_runs(fn, repeat: int, warmup: int) -> tuple[float, float]:
-    """fn() -> (ttft, total) seconds; medians over `repeat` runs after `warmup` runs."""
+def _median_runs(fn, repeat: int, warmup: int) -> tuple:
+    """fn() -> (ttft, total[, tokens]) -> medians of ttft and total over `repeat` runs after `warmup` runs, then
+    the rest of the last run."""
     for _ in range(warmup):
         fn()
     runs = [fn() for _ in range(repeat)]
-    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+    return (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs), *runs[-1][2:])
 
 
-def _ours(model, ids, mask, audio, n, use_cache, device) -> tuple[float, float]:
-    """Generate exactly n tokens from encoded audio (no stop token) -> (time to first token, total) seconds."""
+def _ours(model, ids, mask, audio, n, use_cache, device) -> tuple[float, float, list[int]]:
+    """Generate exactly n tokens from encoded audio (no stop token) -> (time to first token, total seconds, tokens)."""
     first = []
 
     def mark(_tokens):  # called after each step, once its token is on the host (so GPU work is done)
@@ -85,9 +86,9 @@ def _ours(model, ids, mask, audio, n, use_cache, device) -> tuple[float, float]:
 
     sync(device)
     t = time.perf_counter()
-    generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=n, use_cache=use_cache), set(), on_tokens=mark)
+    out = generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=n, use_cache=use_cache), set(), on_tokens=mark)
     sync(device)
-    return first[0] - t, time.perf_counter() - t
+    return first[0] - t, time.perf_counter() - t, out[0]
 
 
 class PrefixLM:
@@ -121,12 +122,12 @@ def _row(name, prompt_name, sec, model, prefix, ids, mask, clips, device, new_to
     D = model.lm.get_input_embeddings().weight.shape[1]
     n_aud = len(clips)
     rep, warm = (1, 0) if long else (3, 1)  # long audio: one run each (the prefill of (c) alone takes seconds)
-    with torch.no_grad(), autocast(device):
+    with torch.no_grad(), autocast(device), decode_attention(device):
         enc = timeit(lambda: model.encode_audio([clips]), repeat=rep, warmup=1, device=device)
         audio = model.encode_audio([clips])
-        a_ttft, a_total = _median_runs(lambda: _ours(model, ids, mask, audio, new_tokens, True, device), 3, 1)
+        a_ttft, a_total, a_tokens = _median_runs(lambda: _ours(model, ids, mask, audio, new_tokens, True, device), 3, 1)
         _ours(model, ids, mask, audio, 2, False, device)  # warm-up of (b)'s path: 2 tokens
-        _, b_total = _ours(model, ids, mask, audio, new_tokens, False, device)
+        _, b_total, b_tokens = _ours(model, ids, mask, audio, new_tokens, False, device)
         embeds = torch.randn(1, 25 * sec * n_aud, D, device=device) * 0.02  # (1, A*25*s, D)
         if long:
             prefix.generate(ids, embeds[:, :1000], 2, device)  # warm-up at a smaller size
@@ -140,11 +141,13 @@ def _row(name, prompt_name, sec, model, prefix, ids, mask, clips, device, new_to
         "a_dec_total_s": a_total, "b_dec_total_s": b_total, "c_dec_total_s": c_total,
         "cached_vs_recompute": (b_total + enc) / (a_total + enc), "cached_vs_recompute_dec": b_total / a_total,
         "lm_seq_a": ids.shape[1], "lm_seq_c": ids.shape[1] + 25 * sec * n_aud, "audio_tokens": int((audio.audio_index >= 0).sum()),
+        # (a) must produce (b)'s tokens; < 1 means the KV cache is not used right (or, under bf16, near-ties flipped)
+        "same_tokens": sum(x == y for x, y in zip(a_tokens, b_tokens)) / max(len(b_tokens), 1),
     }  # fmt: skip
 
 
 COLUMNS = ["model", "prompt", "audio_s", "encode_s", "a_dec_tok_s", "a_e2e_tok_s", "b_dec_tok_s", "b_e2e_tok_s", "c_dec_tok_s",
-           "a_dec_ttft_s", "a_e2e_ttft_s", "c_dec_ttft_s", "cached_vs_recompute", "lm_seq_a", "audio_tokens", "lm_seq_c"]
+           "a_dec_ttft_s", "a_e2e_ttft_s", "c_dec_ttft_s", "cached_vs_recompute", "lm_seq_a", "audio_tokens", "lm_seq_c", "same_tokens"]
 
 
 def run(quick: bool = True, device=None, new_tokens: int = 64) -> dict:
@@ -183,6 +186,7 @@ def run(quick: bool = True, device=None, new_tokens: int = 64) -> dict:
         "c_dec_total_growth": growth("c_dec_total_s"),
         "audio_seconds": [short[0]["audio_s"], short[-1]["audio_s"]],
         "dtype": compute_dtype(device),
+        "same_tokens_min": min(r["same_tokens"] for r in rows),
         "rows": rows,
         "table": table(rows, COLUMNS),
     }

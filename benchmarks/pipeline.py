@@ -51,7 +51,7 @@ def run(quick: bool = True, device=None, step_seconds: float | None = None) -> d
     with tempfile.TemporaryDirectory() as tmp:
         paths = _write_clips(Path(tmp), 24 if quick else 96)
         for workers in [0, 1, 2] + [w for w in (4, 8) if w <= (os.cpu_count() or 1) // 2]:
-            loader = DataLoader(_Clips(paths, cfg), batch_size=8, num_workers=workers, collate_fn=lambda b: b)
+            loader = DataLoader(_Clips(paths, cfg), batch_size=4, num_workers=workers, collate_fn=lambda b: b)
             t = time.perf_counter()
             n = sum(len(b) for b in loader)
             dt = time.perf_counter() - t
@@ -59,5 +59,5 @@ def run(quick: bool = True, device=None, step_seconds: float | None = None) -> d
             print(f"  pipeline: {workers} workers: {n / dt:.1f} clips/s", flush=True)
     out = {"rows": rows, "table": table(rows), "best_clips_s": max(r["clips_s"] for r in rows)}
     if step_seconds:
-        out["clips_per_training_step_s"] = 8 / step_seconds  # the training step's appetite at batch 8
+        out["clips_per_training_step_s"] = 8 / step_seconds  # the training step's appetite at batch 8 (CPU)
     return out
