@@ -150,15 +150,32 @@ COLUMNS = ["model", "prompt", "audio_s", "encode_s", "a_dec_tok_s", "a_e2e_tok_s
            "a_dec_ttft_s", "a_e2e_ttft_s", "c_dec_ttft_s", "cached_vs_recompute", "lm_seq_a", "audio_tokens", "lm_seq_c", "same_tokens"]
 
 
+def _interleaved(name, model, ids, mask, clips_by_seconds, device, new_tokens, rounds=5) -> dict:
+    """(a)'s decoder time at the shortest and longest audio, measured alternately (short, long, short, ...)
+    so that a shared machine's changing load falls on both alike -> medians and their ratio."""
+    with torch.no_grad(), autocast(device), decode_attention(device):
+        audios = {sec: model.encode_audio([clips]) for sec, clips in clips_by_seconds.items()}
+        times = {sec: [] for sec in audios}
+        for sec, audio in audios.items():  # warm-up
+            _ours(model, ids, mask, audio, new_tokens, True, device)
+        for _ in range(rounds):
+            for sec, audio in audios.items():
+                times[sec].append(_ours(model, ids, mask, audio, new_tokens, True, device)[1])
+    (lo, t_lo), (hi, t_hi) = [(sec, statistics.median(v)) for sec, v in sorted(times.items())]
+    return {"model": name, "rounds": rounds, "short_audio_s": lo, "long_audio_s": hi, "a_dec_total_s_short": t_lo,
+            "a_dec_total_s_long": t_hi, "long_over_short": t_hi / t_lo}
+
+
 def run(quick: bool = True, device=None, new_tokens: int = 64) -> dict:
     device = resolve_device(device)
     seconds_list = [5, 30] if quick else [5, 30, 120, 600]
-    rows = []
+    rows, flat = [], []
     for name, cfg in _configs(large=device.type == "cuda" and not quick):
         cfg.audio.max_windows = 1 + math.ceil((max(seconds_list) - cfg.audio.window_seconds) / cfg.audio.hop_seconds)
         model = build_model(cfg).eval().to(device)
         prefix = PrefixLM(model.lm)
         for prompt_name, text in _prompts().items():
+            ends = {}  # shortest and longest audio's clips, for the interleaved check of (a)'s flatness
             ids, _ = encode(model.tokenizer, text)
             ids, mask = pad_batch([ids], model.media.pad)  # (1, T)
             ids, mask = ids.to(device), mask.to(device)
@@ -171,6 +188,12 @@ def run(quick: bool = True, device=None, new_tokens: int = 64) -> dict:
                 r = rows[-1]
                 print(f"  generation: {name} {prompt_name} {sec}s audio: encode {r['encode_s']:.2f}s; decoder-only tok/s: "
                       f"cached {r['a_dec_tok_s']:.1f}, recompute {r['b_dec_tok_s']:.1f}, prefix {r['c_dec_tok_s']:.1f}", flush=True)
+                if prompt_name == "short" and sec in (seconds_list[0], seconds_list[-1]):
+                    ends[sec] = clips
+            if prompt_name == "short":
+                flat.append(_interleaved(name, model, ids, mask, ends, device, new_tokens))
+                print(f"  generation: {name}: (a) decoder, interleaved: {flat[-1]['long_audio_s']} s audio costs "
+                      f"{flat[-1]['long_over_short']:.2f}x {flat[-1]['short_audio_s']} s", flush=True)
         del model, prefix
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -187,6 +210,9 @@ def run(quick: bool = True, device=None, new_tokens: int = 64) -> dict:
         "audio_seconds": [short[0]["audio_s"], short[-1]["audio_s"]],
         "dtype": compute_dtype(device),
         "same_tokens_min": min(r["same_tokens"] for r in rows),
+        "a_dec_interleaved_growth": flat[0]["long_over_short"],  # first model, longest vs shortest audio
         "rows": rows,
-        "table": table(rows, COLUMNS),
+        "flatness": flat,
+        "table": table(rows, COLUMNS) + "\n\n(a)'s decoder time, shortest vs longest audio measured alternately "
+                 f"({flat[0]['rounds']} rounds each, medians):\n\n" + table(flat),
     }

@@ -88,3 +88,17 @@ def test_missing_package_skips_section_and_failure_is_recorded(monkeypatch):
     assert "soundfile" in skipped["skipped"] and "wheels" in skipped["skipped"]
     failed = suite._run_section("encoder", True, torch.device("cpu"), {})
     assert failed["error"] == "RuntimeError: boom"
+
+
+def test_interleaved_flatness_check_reports_medians_and_ratio():
+    from audioflamingo.text import encode, pad_batch, single_text
+    from benchmarks.generation import _interleaved
+
+    model = _tiny()
+    ids, _ = encode(model.tokenizer, single_text("Describe the sound.", None))
+    ids, mask = pad_batch([ids], model.media.pad)  # (1, T)
+    rate = model.config.audio.sample_rate
+    clips = {sec: [model.load_clip((torch.randn(sec * rate).numpy() * 0.1, rate))] for sec in (2, 1)}
+    out = _interleaved("tiny", model, ids, mask, clips, torch.device("cpu"), 2, rounds=2)
+    assert (out["short_audio_s"], out["long_audio_s"]) == (1, 2)
+    assert out["long_over_short"] == pytest.approx(out["a_dec_total_s_long"] / out["a_dec_total_s_short"])
