@@ -5,7 +5,8 @@
 #
 # 1. Installs the wheels carried in .whl/ (transformers 5.24.0: the project needs >= 5.24, older ones ignore
 #    the `cache=` argument, so cached generation silently recomputes nothing; soundfile + cffi + pycparser,
-#    soxr; optionally faiss-cpu; see docs/performance.md) into /tmp/site, ahead of the machine's own packages.
+#    soxr) and, when carried too, .whl-optional/ (faiss-cpu, 18.8 MB) into /tmp/site, ahead of the machine's
+#    own packages (see docs/performance.md).
 # 2. Runs `python -m benchmarks --device cuda` (full sizes: af-mini, mid and an AF1-sized "large" LM;
 #    10 min of audio; GPU batch sizes) into OUT_DIR/suite/ (results.json, results.md, rewritten after
 #    every section), the log beside it. Retrieval (faiss-cpu, on this machine's CPU cores) is measured at
@@ -20,11 +21,13 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if compgen -G ".whl/*.whl" > /dev/null; then
-    "$PY" -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl || echo "gpu.sh: installing .whl/*.whl failed" >&2
+wheels=$(compgen -G ".whl/*.whl"; compgen -G ".whl-optional/*.whl")  # .whl-optional: faiss-cpu, when carried too
+if [ -n "$wheels" ]; then
+    # shellcheck disable=SC2086  # one path per wheel, no spaces in wheel names
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target /tmp/site $wheels || echo "gpu.sh: installing the wheels failed" >&2
     export PYTHONPATH="/tmp/site:$PYTHONPATH"
 else
-    echo "gpu.sh: no .whl/ folder: sections needing soundfile/soxr/faiss will be skipped" >&2
+    echo "gpu.sh: no .whl/ folder: model sections need soundfile+soxr and will be skipped; see docs/performance.md" >&2
 fi
 "$PY" - <<'EOF' 2>&1 | tee "$OUT/environment.txt"
 import importlib, platform, torch
