@@ -7,6 +7,9 @@ row has decoder-only figures (`*_dec_*`: generation from already encoded audio, 
 and end-to-end figures that add the encoding (`*_e2e_*`). The audio keys/values of the cross-attention
 are computed in (a)'s prefill and are part of its decoder time.
 
+`same_tokens` checks that (a) produces (b)'s tokens (transformers < 5.24 silently drops the `cache=` argument).
+On CUDA: bf16 autocast, and SDPA without its cuDNN backend (see benchmarks.common.decode_attention).
+
 Every configuration uses positions that reach past 10 min of prefix audio (15,000 tokens): af-mini's
 GPT-2 position table is widened to 32,768 rows (random, like all weights here); the Llama-style
 configurations use rotary positions (no table) with a 32,768 maximum.
