@@ -126,9 +126,9 @@ def markdown(results: list[dict]) -> str:
 
 
 def run(quick: bool = True, seed: int = 0, threads: int | None = None, sizes: list[int] | None = None,
-        data: tuple[str, ...] | None = None, kinds=("flat", "ivf", "hnsw"), **hnsw) -> dict:  # fmt: skip
+        data: tuple[str, ...] | None = None, kinds=("flat", "ivf", "hnsw"), device=None, **hnsw) -> dict:  # fmt: skip
     """Benchmark, print a table, return a JSON-able dict (`table` is markdown; numbers at the top level
-    are headlines). `threads` = faiss OpenMP threads for building (default: all cores); single queries
+    are headlines). faiss-cpu: runs on the CPU whatever `device` (accepted for the suite's uniform call). `threads` = faiss OpenMP threads for building (default: all cores); single queries
     always run on one thread (AudioIndex.search does that for small batches). `hnsw`: hnsw_m,
     ef_construction overrides."""
     if threads:
