@@ -8,6 +8,7 @@ travels to it as a keyword argument of the LM's forward (HF passes unknown keywo
 from __future__ import annotations
 
 import hashlib
+import inspect
 
 import torch
 import torch.nn as nn
@@ -256,6 +257,15 @@ class AudioFlamingo(InferenceMixin, nn.Module):
             return AudioContext(audio, allow, cache.audio_kv)
         return AudioContext(audio, allow, {})
 
+    @property
+    def _cache_arg(self) -> str:
+        """The LM's name for its KV cache: `cache` (transformers >= 5.2x) or `past_key_values` (earlier); an
+        unknown name would vanish into **kwargs and every step would silently recompute from scratch."""
+        if not hasattr(self, "_cache_arg_name"):
+            params = inspect.signature(self.lm.forward).parameters
+            self._cache_arg_name = "cache" if "cache" in params else "past_key_values"
+        return self._cache_arg_name
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -279,9 +289,9 @@ class AudioFlamingo(InferenceMixin, nn.Module):
             input_ids=input_ids,
             attention_mask=full_mask,
             position_ids=positions,
-            cache=cache.lm_cache if cache is not None else None,
             use_cache=cache is not None,
             audio_ctx=ctx,
+            **{self._cache_arg: cache.lm_cache if cache is not None else None},
         )
         if cache is not None:
             cache.lm_cache = out.cache if "cache" in out else out.past_key_values
