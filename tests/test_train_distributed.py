@@ -1,8 +1,6 @@
 """Two gloo processes (DDP) give the same training as one process with the same global batch."""
 
 import json
-import os
-import socket
 
 import pytest
 import torch
@@ -10,18 +8,11 @@ import torch.multiprocessing as mp
 
 from audioflamingo.train import train
 from audioflamingo.train.checkpoint import latest_checkpoint, load_checkpoint
-from train_fixtures import tiny_config, write_corpus
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from train_fixtures import free_port, join_process_group, tiny_config, write_corpus
 
 
 def _worker(rank, world, port, corpus, out, overrides, result_file):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    join_process_group(rank, world, port)
     res = train(tiny_config(corpus, out, **overrides))
     if rank == 0:
         torch.save(res["losses"], result_file)
@@ -32,7 +23,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path, stage):
     corpus = write_corpus(tmp_path / "corpus")
     over = {"stage": stage, "max_steps": 3, "save_every": 3, "batch_size": 4, "micro_batch_size": 2}
     one = train(tiny_config(corpus, tmp_path / "one", **over))  # 1 process: 2 micro-batches accumulated
-    mp.spawn(_worker, args=(2, _free_port(), corpus, tmp_path / "two", over, tmp_path / "losses.pt"), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), corpus, tmp_path / "two", over, tmp_path / "losses.pt"), nprocs=2, join=True)
     two_losses = torch.load(tmp_path / "losses.pt")
     assert two_losses == pytest.approx(one["losses"], rel=1e-5, abs=1e-6)
     wa, _ = load_checkpoint(latest_checkpoint(tmp_path / "one"))
@@ -49,8 +40,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path, stage):
 def _fsdp_worker(rank, world, port, corpus, out, overrides, result_file):
     import torch.distributed as dist
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    join_process_group(rank, world, port)
     dist.init_process_group("gloo")  # one group for both runs (train() leaves alone a group it did not create)
     try:
         cut = train(tiny_config(corpus, out, stop_after_steps=2, **overrides))  # "killed" after step 2
@@ -83,7 +73,7 @@ def test_fsdp_two_gloo_processes_equal_one_process(tmp_path):
     one = train(tiny_config(corpus, tmp_path / "one", **over))
     metrics = [json.loads(l) for l in (tmp_path / "one/metrics.jsonl").read_text().splitlines()]
     assert all(m["grad_norm"] > 0.05 for m in metrics if "grad_norm" in m)  # clipping did act on every step
-    mp.spawn(_fsdp_worker, args=(2, _free_port(), corpus, tmp_path / "two", over, tmp_path / "losses.pt"), nprocs=2, join=True)
+    mp.spawn(_fsdp_worker, args=(2, free_port(), corpus, tmp_path / "two", over, tmp_path / "losses.pt"), nprocs=2, join=True)
     two = torch.load(tmp_path / "losses.pt")
     assert two["cut"] == pytest.approx(one["losses"][:2], rel=1e-5, abs=1e-6)
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-6)
@@ -106,8 +96,7 @@ def _runs_worker(rank, world, port, runs, result_file):
     """Several training runs [(corpus, out, overrides)] in one pair of processes (one process group)."""
     import torch.distributed as dist
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    join_process_group(rank, world, port)
     dist.init_process_group("gloo")
     try:
         results = [train(tiny_config(corpus, out, **over))["losses"] for corpus, out, over in runs]
@@ -128,7 +117,7 @@ def test_clap_negatives_come_from_every_process(tmp_path):
     one = train(tiny_config(corpus, tmp_path / "one", **over, micro_batch_size=4))
     runs = [(corpus, tmp_path / "ddp", {**over, "micro_batch_size": 2}),
             (corpus, tmp_path / "fsdp", {**over, "micro_batch_size": 2, "distributed.strategy": "fsdp"})]
-    mp.spawn(_runs_worker, args=(2, _free_port(), runs, tmp_path / "losses.pt"), nprocs=2, join=True)
+    mp.spawn(_runs_worker, args=(2, free_port(), runs, tmp_path / "losses.pt"), nprocs=2, join=True)
     ddp, fsdp = torch.load(tmp_path / "losses.pt")
     wa, _ = load_checkpoint(latest_checkpoint(tmp_path / "one"))
     for name, losses in (("ddp", ddp), ("fsdp", fsdp)):

@@ -1,8 +1,6 @@
 """Streamed WebDataset shards (data.stream): shard patterns, every item once per epoch over processes and
 workers, exact resume mid-epoch, and the same training as the manifest when the order is the same."""
 
-import os
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from audioflamingo.train.checkpoint import latest_checkpoint, load_checkpoint
 from audioflamingo.train.config import DataConfig
 from audioflamingo.train.data import ClipStore, DataError, RowFilter, read_manifest, shard_paths
 from audioflamingo.train.stream import StreamSource
-from train_fixtures import tiny_config, write_corpus
+from train_fixtures import free_port, join_process_group, tiny_config, write_corpus
 
 
 @pytest.fixture(scope="module")
@@ -115,18 +113,11 @@ def test_streamed_resume_after_kill_equals_uninterrupted(corpus, tmp_path, stage
         train(tiny_config(corpus, tmp_path / "cut", stage, **{**over, "max_steps": 6, "data.workers": 1}), resume=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _recording_worker(rank, world, port, corpus, out, overrides, result_dir):
     """A DDP training run on streamed shards that records the row ids each process trained on."""
     import audioflamingo.train.stream as stream
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
+    join_process_group(rank, world, port)
     seen, take = [], stream.StreamSource.take
 
     def recording_take(self, epoch, pos):
@@ -142,7 +133,7 @@ def _recording_worker(rank, world, port, corpus, out, overrides, result_dir):
 def test_two_processes_train_on_every_streamed_item_once_per_epoch(corpus, tmp_path):
     over = {"stage": "chat", "max_steps": None, "epochs": 2, "batch_size": 4, "micro_batch_size": 2, "data.train": [str(corpus / "shards")],
             "data.stream": True, "data.shuffle_buffer": 3, "data.val": []}
-    mp.spawn(_recording_worker, args=(2, _free_port(), corpus, tmp_path / "run", over, tmp_path), nprocs=2, join=True)
+    mp.spawn(_recording_worker, args=(2, free_port(), corpus, tmp_path / "run", over, tmp_path), nprocs=2, join=True)
     seen = torch.load(tmp_path / "seen0.pt") + torch.load(tmp_path / "seen1.pt")
     want = sorted(r["id"] for r in read_manifest(corpus / "train.jsonl") if r.get("dialogue"))
     for epoch in (0, 1):

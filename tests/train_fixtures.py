@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +67,18 @@ def tiny_config(root: Path, out: Path, stage: str = "sft", **overrides):
         "export": False,
     }
     return load_train_config(data, overrides)
+
+
+def free_port() -> int:
+    """A free loopback port for a test's torch.distributed rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def join_process_group(rank: int, world: int, port: int) -> None:
+    """The environment torchrun would give process `rank` of `world` (the training loop reads it), one thread."""
+    import torch
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
