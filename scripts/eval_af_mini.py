@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from audioflamingo import load_model
 from audioflamingo.model.generate import GenerationConfig, generate
-from audioflamingo.text import IGNORE, encode, pad_batch, single_text
+from audioflamingo.text import IGNORE, encode, icl_text, pad_batch, single_text
 from audioflamingo.train.data import ClipStore, FeatureCache, read_manifest
 
 
@@ -81,6 +81,19 @@ def greedy(model, feats, rows, max_new_tokens=40, num_beams=1, task_prefix=False
     return [tok.decode(o, skip_special_tokens=True).strip() for o in out]
 
 
+@torch.no_grad()
+def greedy_rag(model, feats, rows, shots, max_new_tokens=40, num_beams=1) -> list[str]:
+    """Like `greedy`, with in-context examples: shots[i] = [(audio, prompt, answer)], nearest last."""
+    tok = model.tokenizer
+    seqs = [encode(tok, icl_text([(p, a) for _, p, a in sh], r["prompt"], None, tok.bos_token, tok.eos_token, 1))[0]
+            for r, sh in zip(rows, shots)]
+    ids, mask = pad_batch(seqs, tok.pad_token_id, side="left")  # (B, T)
+    audios = [[a for a, _, _ in sh] + [r["audio"]] for r, sh in zip(rows, shots)]
+    audio = model.encode_audio(audios, [feats[a] for sample in audios for a in sample])
+    out = generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams), {model.media.eoc, model.media.eos})
+    return [tok.decode(o, skip_special_tokens=True).strip() for o in out]
+
+
 def embeddings(feats, keys) -> torch.Tensor:
     return torch.stack([F.normalize(feats[k].float().mean(dim=(0, 1)), dim=-1) for k in keys])  # (n, E)
 
@@ -93,7 +106,9 @@ def main() -> None:
     ap.add_argument("--cache", default=None, help="encoder-output cache of the training run (saves encoding train clips)")
     ap.add_argument("--exclude-seen", default=None,
                     help="an encoder-output cache file: test items whose audio is a key in it are dropped (clips an earlier stage saw)")
-    ap.add_argument("--max-per-task", type=int, default=400)
+    ap.add_argument("--max-per-task", type=int, default=400, help="a seeded random sample of at most this many items per task")
+    ap.add_argument("--rag", type=int, default=0, metavar="K",
+                    help="also caption with the K nearest training clips' captions as in-context examples (nearest last)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--num-beams", type=int, default=1, help="beam search for the generative tasks (AF1 used 3)")
     ap.add_argument("--task-prefix", action="store_true", help='prompts start "The task is <task>. " (as in half of training)')
@@ -114,7 +129,8 @@ def main() -> None:
         test = [r for r in test if r["audio"] not in seen]
         print(f"dropped {dropped} {args.split} items whose audio {args.exclude_seen} holds")
     by_task = defaultdict(list)
-    for r in test:
+    order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0)).tolist()  # not the manifest's order
+    for r in [test[i] for i in order]:
         if len(by_task[r["task"]]) < args.max_per_task:
             by_task[r["task"]].append(r)
     clips = ClipStore(model.config.audio.sample_rate, model.config.audio)
@@ -148,7 +164,7 @@ def main() -> None:
         answer = {}
         for r in train:
             if r["task"] == task:
-                answer.setdefault(r["audio"], r["answer"])
+                answer.setdefault(r["audio"], (r["answer"], r["prompt"]))
         keys = list(answer)
         pools[task] = (keys, answer, embeddings(feats, keys))
     for task, rows in sorted(by_task.items()):
@@ -160,10 +176,18 @@ def main() -> None:
                "examples": [{"audio": Path(r["audio"]).name, "reference": r["answer"], "prediction": p} for p, r in zip(preds[:5], rows[:5])]}
         if task in pools:  # copy the same task's answer of the nearest training clip
             keys, answer, emb = pools[task]
-            nn = (embeddings(feats, [r["audio"] for r in rows]) @ emb.T).argmax(1)  # (n,)
-            copies = [answer[keys[j]] for j in nn.tolist()]
+            sims = embeddings(feats, [r["audio"] for r in rows]) @ emb.T  # (n, P)
+            copies = [answer[keys[j]][0] for j in sims.argmax(1).tolist()]
             res["nn_baseline"] = {"exact_match": sum(norm(c) == norm(r["answer"]) for c, r in zip(copies, rows)) / len(rows),
                                   "word_f1": sum(word_f1(c, r["answer"]) for c, r in zip(copies, rows)) / len(rows)}
+            if args.rag:  # the model with its K nearest training clips as examples (one per file; nearest last)
+                near = sims.topk(args.rag, dim=1).indices.flip(1).tolist()  # (n, K) farthest first
+                shots = [[(keys[j], answer[keys[j]][1], answer[keys[j]][0]) for j in js] for js in near]
+                rag = []
+                for i in tqdm(range(0, len(rows), args.batch), desc=f"{task} rag"):
+                    rag += greedy_rag(model, feats, rows[i : i + args.batch], shots[i : i + args.batch], num_beams=args.num_beams)
+                res[f"rag_{args.rag}"] = {"exact_match": sum(norm(p) == norm(r["answer"]) for p, r in zip(rag, rows)) / len(rows),
+                                          "word_f1": sum(word_f1(p, r["answer"]) for p, r in zip(rag, rows)) / len(rows)}
         results["tasks"][task] = res
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(json.dumps({k: v for k, v in results.items() if k != "tasks"}, indent=1))
