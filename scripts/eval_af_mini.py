@@ -106,7 +106,7 @@ def main() -> None:
     ap.add_argument("--cache", default=None, help="encoder-output cache of the training run (saves encoding train clips)")
     ap.add_argument("--exclude-seen", default=None,
                     help="an encoder-output cache file: test items whose audio is a key in it are dropped (clips an earlier stage saw)")
-    ap.add_argument("--max-per-task", type=int, default=400, help="a seeded random sample of at most this many items per task")
+    ap.add_argument("--max-per-task", type=int, default=400, help="a seeded random sample of at most this many items per generative task (classification: all)")
     ap.add_argument("--rag", type=int, default=0, metavar="K",
                     help="also caption with the K nearest training clips' captions as in-context examples (nearest last)")
     ap.add_argument("--batch", type=int, default=32)
@@ -131,7 +131,7 @@ def main() -> None:
     by_task = defaultdict(list)
     order = torch.randperm(len(test), generator=torch.Generator().manual_seed(0)).tolist()  # not the manifest's order
     for r in [test[i] for i in order]:
-        if len(by_task[r["task"]]) < args.max_per_task:
+        if r["task"] == "classification" or len(by_task[r["task"]]) < args.max_per_task:  # every label set whole
             by_task[r["task"]].append(r)
     clips = ClipStore(model.config.audio.sample_rate, model.config.audio)
     cache = FeatureCache(model, clips, Path(args.cache) if args.cache else None)
