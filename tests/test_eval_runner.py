@@ -298,3 +298,13 @@ def test_manifest_errors_name_file_and_line(tmp_path):
     bad.write_text("[1]\n")
     with pytest.raises(ConfigError, match=r"m\.jsonl:1: row is a list, expected a JSON object"):
         build_items(cfg.tasks[0], cfg.data_root)
+
+
+def test_label_options_are_the_answers_of_the_items_kept():
+    """options: labels + answers_in ranks only the kept labels (a filtered-out label is never a candidate)."""
+    cfg = _cfg({"options": "labels", "answers_in": ["dog", "rain"], "mode": "loglik"})
+    items = build_items(cfg.tasks[0], FIXTURES)
+    assert items and {tuple(it.options) for it in items} == {("dog", "rain")}
+    assert {r for it in items for r in it.refs} <= {"dog", "rain"}
+    every = build_items(_cfg({"options": "labels", "mode": "loglik"}).tasks[0], FIXTURES)
+    assert set(every[0].options) > {"dog", "rain"}

@@ -250,17 +250,16 @@ def build_items(task: TaskConfig, data_root: str | Path, limit: int | None = Non
     rows = [r for r in read_manifest(path) if _keep(r, task.split, task.dataset, task.task)]
     if not rows:
         raise ConfigError(f"task {task.name}: no rows in {path} with split={task.split} dataset={task.dataset} task={task.task}")
-    shared = task_options(task, rows)
     groups: OrderedDict[tuple, list[dict]] = OrderedDict()
     for r in rows:
         key = (r["audio"], r["prompt"]) if task.group_refs else (r["id"],)
         groups.setdefault(key, []).append(r)
+    kept = [g for g in groups.values() if _keep_group(task, [str(_field(r, task.answer_field)) for r in g])]
+    shared = task_options(task, [r for g in kept for r in g])  # 'labels': the answers of the items kept, no others
     items = []
-    for group in groups.values():
+    for group in kept:
         first = group[0]
         refs = [str(_field(r, task.answer_field)) for r in group]
-        if not _keep_group(task, refs):
-            continue
         options = shared if shared is not None else first.get("options")
         if task.options == "manifest" and not options:
             raise ConfigError(f"task {task.name}: row {first['id']} of {path} has no `options`")
