@@ -3,6 +3,7 @@ answers, every limit's 4xx error, and the real server on a loopback port driven 
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import socket
@@ -211,13 +212,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def live_server(model):
-    """The real app under uvicorn on a loopback port, in a thread."""
+@contextlib.contextmanager
+def running(app):
+    """`app` under uvicorn on a free loopback port, in a thread -> its base URL; stopped on exit."""
     import uvicorn
 
     port = free_port()
-    app = create_app(model, ServeConfig(model_name="tiny-live", batch_window_ms=5))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -225,9 +225,18 @@ def live_server(model):
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def live_server(model):
+    """The real app under uvicorn on a loopback port, in a thread."""
+    with running(create_app(model, ServeConfig(model_name="tiny-live", batch_window_ms=5))) as url:
+        yield url
 
 
 def test_real_server_with_the_openai_client(live_server, model):

@@ -7,8 +7,6 @@ a screenshot of the page.
 
 import os
 import shutil
-import threading
-import time
 
 import pytest
 import soundfile as sf
@@ -16,7 +14,7 @@ import soundfile as sf
 from audioflamingo.chat import AudioMark, Round
 from audioflamingo.serve import ServeConfig, create_app
 from conftest import sine
-from test_serve import expected, free_port, talkative_model
+from test_serve import expected, running, talkative_model
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -37,20 +35,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server():
-    import uvicorn
-
     model = talkative_model()
-    port = free_port()
-    app = create_app(model, ServeConfig(model_name="tiny-page", default_max_tokens=12))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started and time.time() < deadline:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", model
-    srv.should_exit = True
-    thread.join(10)
+    with running(create_app(model, ServeConfig(model_name="tiny-page", default_max_tokens=12))) as url:
+        yield url, model
 
 
 def test_page_uploads_a_clip_and_streams_answers(browser, server, tmp_path):
