@@ -1,6 +1,6 @@
 """Score a model on a corpus test split, for the af-mini model card.
 
-    python scripts/eval_af_mini.py --model audioflamingo/assets/af-mini --corpus data/corpus-small \
+    python scripts/eval_af_mini.py --model audioflamingo/assets/af-mini --corpus data/corpus-standard \
         [--cache runs/af-mini/encoder_cache.pt] --out runs/af-mini/scores.json
 
 - classification: accuracy per label set, by ranking the row's OPTIONS by the log-likelihood of each
