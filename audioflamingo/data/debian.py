@@ -4,7 +4,7 @@ The equivalent shell lines, for one package:
 
     apt-get update                                   # once, only if apt has no package lists yet
     cd CACHE && apt-get download sound-theme-freedesktop
-    dpkg-deb -x sound-theme-freedesktop_*.deb "$CACHE"/root/sound-theme-freedesktop
+    dpkg-deb -x sound-theme-freedesktop_*.deb "$CACHE"/unpacked/sound-theme-freedesktop
 
 Nothing is installed system-wide and no root is needed once the .deb files are in the cache. A
 package that was already unpacked is reused (the unpacked folder holds a `.done` marker).
@@ -58,7 +58,7 @@ def fetch_package(package: str, cache: str | Path) -> Path:
     if is_reserved(package):
         raise PackageError(f"package {package!r} is reserved for outside evaluation (see CORPUS.md): never use it")
     cache = Path(cache)
-    root = cache / "root" / package
+    root = cache / "unpacked" / package
     if (root / ".done").exists():
         return root
     debs = cache / "debs"
