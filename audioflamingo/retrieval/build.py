@@ -69,6 +69,7 @@ class EncoderCacheEmbedder:
 
     def embed_audio(self, paths):
         import torch
+        import torch.nn.functional as F
 
         if not self.checked:
             if self.cache_fingerprint != str(self.embedder.embedding_fingerprint()):
@@ -78,17 +79,11 @@ class EncoderCacheEmbedder:
                 )
             self.checked = True
         found = [self._lookup(p) for p in paths]
-        out = torch.zeros(len(paths), 0)
-        missing = [i for i, f in enumerate(found) if f is None]
-        rest = self.embedder.embed_audio([paths[i] for i in missing]) if missing else None
-        vecs = []
-        for i, f in enumerate(found):
-            if f is None:
-                vecs.append(torch.as_tensor(rest[missing.index(i)]).float())
-            else:
-                vecs.append(torch.nn.functional.normalize(f.float().mean(dim=(0, 1)), dim=-1))  # (E,)
-                self.hits += 1
-        return torch.stack(vecs) if vecs else out
+        missing = [p for p, f in zip(paths, found) if f is None]
+        rest = iter(torch.as_tensor(self.embedder.embed_audio(missing)).float()) if missing else iter(())  # (m, E)
+        vecs = [next(rest) if f is None else F.normalize(f.float().mean(dim=(0, 1)), dim=-1) for f in found]  # (E,) each
+        self.hits += len(paths) - len(missing)
+        return torch.stack(vecs) if vecs else torch.zeros(0, 0)
 
 
 def embed_files(paths, embedder, cache: EmbeddingCache, batch_size: int = 32, progress: bool = True) -> np.ndarray:
