@@ -126,3 +126,66 @@ def test_clap_negatives_come_from_every_process(tmp_path):
         _assert_close_weights(load_file(tmp_path / "one/model/clap_text_head.safetensors"),
                               load_file(tmp_path / name / "model/clap_text_head.safetensors"))
     assert {k.split(".")[0] for k in wa} == {"encoder", "head"} and one["losses"][-1] != one["losses"][0]
+
+
+class _CountingCache:
+    """A per-clip cache whose 'encoding' is recorded, to count how often each clip is encoded."""
+
+    def __init__(self, store):
+        self.store, self.encoded = store, []
+
+    def fill(self, keys, progress=False):
+        for k in keys:
+            if k not in self.store:
+                self.store[k] = torch.full((2, 3), float(ord(k)))  # (W, E)
+                self.encoded.append(k)
+
+
+def _fill_worker(rank, world, port, result_file):
+    import torch.distributed as dist
+
+    from audioflamingo.train.distributed import Dist, fill_cache
+
+    join_process_group(rank, world, port)
+    dist.init_process_group("gloo")
+    try:
+        cache = _CountingCache({"a": torch.zeros(2, 3)})  # every process read the same file, which holds "a"
+        fill_cache(cache, cache.store, list("abcdefgb"), Dist(rank, world))
+    finally:
+        dist.destroy_process_group()
+    torch.save({"encoded": cache.encoded, "store": cache.store}, f"{result_file}.{rank}")
+
+
+def test_frozen_encoder_cache_is_filled_once_across_processes(tmp_path):
+    """Each missing clip is encoded by exactly one process, and every process ends with every clip (before: every
+    process but rank 0 encoded the whole corpus itself, 10 min on the standard corpus, while rank 0 waited)."""
+    mp.spawn(_fill_worker, args=(2, free_port(), tmp_path / "r"), nprocs=2, join=True)
+    r0, r1 = (torch.load(f"{tmp_path / 'r'}.{i}") for i in (0, 1))
+    assert sorted(r0["encoded"] + r1["encoded"]) == list("bcdefg")  # "a" was cached, "b" asked twice
+    assert r0["encoded"] and r1["encoded"]  # the work was shared
+    for r in (r0, r1):
+        assert sorted(r["store"]) == list("abcdefg")
+        for k, v in r["store"].items():
+            assert torch.equal(v, torch.zeros(2, 3) if k == "a" else torch.full((2, 3), float(ord(k))))
+
+
+def test_feature_cache_file_written_only_by_the_writer(tmp_path):
+    from audioflamingo.model.loading import build_model
+    from audioflamingo.config import load_model_config
+    from audioflamingo.train.data import ClipStore, FeatureCache
+
+    corpus = write_corpus(tmp_path / "corpus", per_class=1)
+    wavs = sorted(str(p) for p in corpus.rglob("*.wav"))[:2]
+    model = build_model(load_model_config("tiny")).eval()
+    clips = ClipStore(model.config.audio.sample_rate, model.config.audio)
+    reader = FeatureCache(model, clips, tmp_path / "enc.pt", write=False)  # a rank other than 0
+    reader.fill(wavs)
+    assert not (tmp_path / "enc.pt").exists() and len(reader.feats) == 2
+    writer = FeatureCache(model, clips, tmp_path / "enc.pt")
+    writer.fill(wavs[:1], save=False)
+    assert not (tmp_path / "enc.pt").exists()
+    writer.save()
+    again = FeatureCache(model, clips, tmp_path / "enc.pt", write=False)
+    assert list(again.feats) == wavs[:1]
+    torch.testing.assert_close(again.feats[wavs[0]], reader.feats[wavs[0]])
+    assert not list(tmp_path.glob("*.tmp"))

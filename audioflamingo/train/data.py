@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import io
 import json
+import os
 import re
 import tarfile
 from dataclasses import dataclass, field
@@ -322,18 +323,30 @@ class FeatureCache:
     """Encoder outputs (W, N, E) per clip for stages whose encoder is frozen, computed once, in batches,
     and kept in memory and in `path` (a .pt keyed by audio key, valid for one encoder fingerprint)."""
 
-    def __init__(self, model, clips: ClipStore, path: Path | None = None, batch_windows: int = 64):
+    def __init__(self, model, clips: ClipStore, path: Path | None = None, batch_windows: int = 64, write: bool = True):
         self.model, self.clips, self.batch_windows = model, clips, batch_windows
         self.fingerprint = model.embedding_fingerprint()
-        self.path = path
+        self.path, self.write = path, write
+        self._saved = 0  # entries in the file as last read or written
         self.feats: dict[str, torch.Tensor] = {}
         if path is not None and path.is_file():
             saved = torch.load(path, weights_only=True)
             if saved.get("fingerprint") == self.fingerprint:
                 self.feats = saved["feats"]
+                self._saved = len(self.feats)
+
+    def save(self) -> None:
+        """Write the cache file (atomically) if this cache may write and holds entries the file lacks."""
+        if self.path is None or not self.write or len(self.feats) == self._saved:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")  # one per process: no clash between writers
+        torch.save({"fingerprint": self.fingerprint, "feats": self.feats}, tmp)
+        tmp.replace(self.path)
+        self._saved = len(self.feats)
 
     @torch.no_grad()
-    def fill(self, keys, progress: bool = False) -> None:
+    def fill(self, keys, progress: bool = False, save: bool = True) -> None:
         from audioflamingo.audio import make_windows
 
         todo = [k for k in dict.fromkeys(keys) if k not in self.feats]
@@ -361,11 +374,8 @@ class FeatureCache:
         self.model.encoder.train(was_training)
         if bar is not None:
             bar.close()
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            torch.save({"fingerprint": self.fingerprint, "feats": self.feats}, tmp)
-            tmp.replace(self.path)
+        if save:
+            self.save()
 
     def __call__(self, audios: list[list[str]]) -> list[torch.Tensor]:
         """[[key]] per sample -> one (W, N, E) tensor per audio, flat in sample order."""

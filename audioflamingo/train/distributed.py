@@ -93,6 +93,28 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
+def fill_cache(cache, store: dict, keys: list[str], d: Dist, progress: bool = False) -> None:
+    """Fill a per-clip cache (`cache.fill(keys)` adds missing keys to the dict `store`) with every process's help:
+    each process encodes every world-th missing key, then all processes exchange what they encoded, so no
+    clip is encoded twice and every process ends with every key (alone: a plain `cache.fill`). A cache that
+    keeps a file (`save()`) is not written here: the caller saves once everything is in."""
+    todo = [k for k in dict.fromkeys(keys) if k not in store]
+    no_save = {"save": False} if hasattr(cache, "save") else {}
+    if not d.active:
+        cache.fill(todo, progress=progress, **no_save)
+        return
+    if not todo:  # the same on every process (each read the same file, or none)
+        return
+    mine = todo[d.rank :: d.world]
+    before = set(store)
+    cache.fill(mine, progress=progress, **no_save)
+    new = {k: store[k] for k in mine if k not in before}
+    parts: list = [None] * d.world
+    dist.all_gather_object(parts, new)
+    for part in parts:
+        store.update(part)
+
+
 def is_fsdp(module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 

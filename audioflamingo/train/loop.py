@@ -104,11 +104,12 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
         trunk = [p for n, p in model.encoder.named_parameters() if not n.startswith(("pool.", "proj."))]
         if cfg.cache_encoder and not streamed and not any(p.requires_grad for p in trunk):
             frame_cache = FrameCache(model.encoder, clips, model.config.audio)
-            frame_cache.fill([r["audio"] for r in rows + val_rows], progress=cfg.progress and d.main)
+            dist_.fill_cache(frame_cache, frame_cache.frames, [r["audio"] for r in rows + val_rows], d, cfg.progress and d.main)
     else:
         encoder_frozen = not any(p.requires_grad for p in model.encoder.parameters())
         if encoder_frozen and cfg.cache_encoder and not streamed:
-            features = FeatureCache(model, clips, _cache_path(cfg, out) if d.main else None)
+            # every process reads the cache file; only rank 0 writes it
+            features = FeatureCache(model, clips, _cache_path(cfg, out), write=d.main)
         step_module = LMStep(model, clips, features)
         units = list(decoder_layers(model.lm))  # FSDP: one unit per decoder layer (with its xattn block)
 
@@ -132,8 +133,9 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
             warnings.warn(f"{ck}: written by a streamed run (data.stream); this run reads the same step of the in-memory "
                           "blend instead, which is another order of the data", stacklevel=2)
     if features is not None:  # encode every clip once, up front (the encoder is frozen)
-        features.fill([k for r in rows + val_rows for k in [r["audio"], *r.get("extra_audios", [])]],
-                      progress=cfg.progress and d.main)
+        dist_.fill_cache(features, features.feats, [k for r in rows + val_rows for k in [r["audio"], *r.get("extra_audios", [])]],
+                         d, cfg.progress and d.main)
+        features.save()  # rank 0, once every process's share is in
 
     wrapped = dist_.wrap(step_module, d, cfg.distributed.strategy, units)
     params = [p for p in step_module.parameters() if p.requires_grad]
