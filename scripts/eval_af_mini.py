@@ -109,9 +109,13 @@ def main() -> None:
     ap.add_argument("--max-per-task", type=int, default=400, help="a seeded random sample of at most this many items per generative task (classification: all)")
     ap.add_argument("--rag", type=int, default=0, metavar="K",
                     help="also caption with the K nearest training clips' captions as in-context examples (nearest last)")
+    ap.add_argument("--rerank", type=int, default=0, metavar="K",
+                    help="also caption by letting the model choose, by its own likelihood, among its answer and the captions of the K nearest training clips")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--num-beams", type=int, default=1, help="beam search for the generative tasks (AF1 used 3)")
     ap.add_argument("--task-prefix", action="store_true", help='prompts start "The task is <task>. " (as in half of training)')
+    ap.add_argument("--tasks", nargs="*", default=None, help="score only these tasks (e.g. caption caption_long; default: all)")
+    ap.add_argument("--dump", action="store_true", help="keep every prediction in the output file")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 on a shared machine)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -121,6 +125,8 @@ def main() -> None:
     model = load_model(args.model).eval()
     corpus = Path(args.corpus)
     test = [r for r in read_manifest(corpus / f"{args.split}.jsonl") if not r.get("dialogue")]
+    if args.tasks:
+        test = [r for r in test if r["task"] in args.tasks]
     train = [r for r in read_manifest(corpus / "train.jsonl") if r["task"] in ("caption", "caption_long")]
     dropped = 0
     if args.exclude_seen:
@@ -174,10 +180,15 @@ def main() -> None:
         res = {"n": len(rows), "exact_match": sum(norm(p) == norm(r["answer"]) for p, r in zip(preds, rows)) / len(rows),
                "word_f1": sum(word_f1(p, r["answer"]) for p, r in zip(preds, rows)) / len(rows),
                "examples": [{"audio": Path(r["audio"]).name, "reference": r["answer"], "prediction": p} for p, r in zip(preds[:5], rows[:5])]}
+        if args.dump:
+            res["all"] = [{"audio": r["audio"], "reference": r["answer"], "prediction": p} for p, r in zip(preds, rows)]
         if task in pools:  # copy the same task's answer of the nearest training clip
             keys, answer, emb = pools[task]
             sims = embeddings(feats, [r["audio"] for r in rows]) @ emb.T  # (n, P)
             copies = [answer[keys[j]][0] for j in sims.argmax(1).tolist()]
+            if args.dump:
+                for d, c in zip(res["all"], copies):
+                    d["nn_copy"] = c
             res["nn_baseline"] = {"exact_match": sum(norm(c) == norm(r["answer"]) for c, r in zip(copies, rows)) / len(rows),
                                   "word_f1": sum(word_f1(c, r["answer"]) for c, r in zip(copies, rows)) / len(rows)}
             if args.rag:  # the model with its K nearest training clips as examples (one per file; nearest last)
@@ -188,6 +199,21 @@ def main() -> None:
                     rag += greedy_rag(model, feats, rows[i : i + args.batch], shots[i : i + args.batch], num_beams=args.num_beams)
                 res[f"rag_{args.rag}"] = {"exact_match": sum(norm(p) == norm(r["answer"]) for p, r in zip(rag, rows)) / len(rows),
                                           "word_f1": sum(word_f1(p, r["answer"]) for p, r in zip(rag, rows)) / len(rows)}
+            if args.rerank:  # the model picks among its own answer and the K nearest training clips' captions
+                near = sims.topk(args.rerank, dim=1).indices.tolist()  # (n, K)
+                picked, picked_mean = [], []
+                for i in tqdm(range(0, len(rows), 8), desc=f"{task} rerank"):
+                    chunk = []
+                    for r, js, p in zip(rows[i : i + 8], near[i : i + 8], preds[i : i + 8]):
+                        cands = list(dict.fromkeys([p] + [answer[keys[j]][0] for j in js]))
+                        chunk.append({**r, "options": cands})
+                    for r, sc in zip(chunk, option_scores(model, feats, chunk)):
+                        lens = [len(model.tokenizer(o, add_special_tokens=False)["input_ids"]) + 1 for o in r["options"]]
+                        picked.append(r["options"][max(range(len(sc)), key=sc.__getitem__)])
+                        picked_mean.append(r["options"][max(range(len(sc)), key=lambda k: sc[k] / lens[k])])
+                for name, got in (("rerank", picked), ("rerank_mean", picked_mean)):
+                    res[f"{name}_{args.rerank}"] = {"exact_match": sum(norm(p) == norm(r["answer"]) for p, r in zip(got, rows)) / len(rows),
+                                                    "word_f1": sum(word_f1(p, r["answer"]) for p, r in zip(got, rows)) / len(rows)}
         results["tasks"][task] = res
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(json.dumps({k: v for k, v in results.items() if k != "tasks"}, indent=1))
