@@ -80,6 +80,7 @@ class BuildConfig:
     workers: int = 2
     max_seconds: float = 20.0  # longer sources are cut (and the cut is recorded in provenance)
     packages: list[str] = field(default_factory=list)  # extra packages on top of the plan's
+    balance_label_sets: bool = False  # every closed label set gets val/test groups (splits.balance_label_sets)
 
 
 def default_cache() -> Path:
@@ -255,7 +256,7 @@ def build_corpus(cfg: BuildConfig) -> dict:
     measured = render_all(cands, out, cfg, f"{cfg.plan}: clips")
     clips, problems = _clips(cands, measured, out)
     clips, dropped = dedup(clips)
-    assign_splits(clips, cfg.seed)
+    assign_splits(clips, cfg.seed, balance=cfg.balance_label_sets)
 
     mix_cands = []
     for i, split in enumerate(("train", "val", "test")):

@@ -17,6 +17,8 @@ def add_commands(subparsers) -> None:
     b.add_argument("--cache", default=None, help="where .deb packages are downloaded and unpacked")
     b.add_argument("--workers", type=int, default=2)
     b.add_argument("--package", action="append", default=[], help="an extra Debian package to include")
+    b.add_argument("--balance-label-sets", action="store_true",
+                   help="move whole groups from train so every closed label set has at least max(2, 10%%) of its groups in val and in test")
     b.set_defaults(func=_build)
 
     c = sub.add_parser("check", help="report missing, unreadable, silent, duplicate audio and malformed rows")
@@ -48,7 +50,7 @@ def _build(args: argparse.Namespace) -> int:
     from audioflamingo.data.build import BuildConfig, build_corpus
 
     cfg = BuildConfig(out=args.out, plan=args.plan, seed=args.seed, rate=args.rate, cache=args.cache,
-                      workers=args.workers, packages=args.package)
+                      workers=args.workers, packages=args.package, balance_label_sets=args.balance_label_sets)
     s = build_corpus(cfg)
     print(f"corpus {args.out}: {s['clips']} clips, {s['hours']} h, items {s['items']}, "
           f"{len(s['dropped_duplicates'])} duplicates and {len(s['dropped_silent'])} silent clips dropped, "

@@ -8,6 +8,7 @@ mixture sources) go to one side, so no sound, sentence or score is in two splits
 from __future__ import annotations
 
 import hashlib
+import math
 
 # (fact, value) pairs that never appear in train/val/test: they go to the few-shot manifests instead.
 HELDOUT = (
@@ -53,9 +54,10 @@ def group_split(group: str, seed: int) -> str:
     return "val" if h < FRACTIONS["train"] + FRACTIONS["val"] else "test"
 
 
-def assign_splits(clips: list[dict], seed: int) -> None:
+def assign_splits(clips: list[dict], seed: int, balance: bool = False) -> None:
     """Set clip["split"] (train|val|test) and clip["heldout"] in place. A group with any held-out clip
-    is held out whole, so a held-out category never leaks into training through a shared group."""
+    is held out whole, so a held-out category never leaks into training through a shared group.
+    `balance`: then `balance_label_sets` (every closed label set gets evaluation groups)."""
     reasons: dict[str, set[str]] = {}
     for c in clips:
         for k, v in HELDOUT:
@@ -65,6 +67,54 @@ def assign_splits(clips: list[dict], seed: int) -> None:
         c["heldout"] = c["group"] in reasons
         c["heldout_reason"] = sorted(reasons.get(c["group"], ()))
         c["split"] = "test" if c["heldout"] else group_split(c["group"], seed)
+    if balance:
+        balance_label_sets(clips, seed)
+
+
+def balance_label_sets(clips: list[dict], seed: int, keys=None) -> dict[str, list[str]]:
+    """Move whole groups from train so that every closed label set is scored on enough groups.
+
+    The hash split is blind to labels: a label set made of few groups (footstep surfaces: one group per
+    surface and package; noise colours: one per colour and length) can end with one group, or none, in
+    test (the standard plan at seed 0: footsteps 7 test items, all gravel; noise colour 0). For each label
+    set with at least 6 groups, val and test each get at least max(2, ceil(10 %)) of its groups, taken
+    from train in a seeded order, never a value's last train group (every evaluated value stays trained),
+    values not yet in that split first. Returns {split: [moved groups]}. Changes clip["split"] in place.
+    """
+    from audioflamingo.data.tasks import LABEL_SETS
+
+    moved: dict[str, list[str]] = {"val": [], "test": []}
+    for key in sorted(keys or LABEL_SETS):
+        split_of: dict[str, str] = {}
+        value_of: dict[str, str] = {}
+        for c in clips:
+            if key in c["facts"] and not c["heldout"]:
+                split_of[c["group"]] = c["split"]
+                value_of.setdefault(c["group"], str(c["facts"][key]))
+        if len(split_of) < 6:
+            continue
+        want = max(2, math.ceil(0.1 * len(split_of)))
+        for target in ("test", "val"):
+            have = [g for g, sp in split_of.items() if sp == target]
+            order = sorted((g for g, sp in split_of.items() if sp == "train"),
+                           key=lambda g: hashlib.sha1(f"balance|{seed}|{key}|{target}|{g}".encode()).hexdigest())
+            while len(have) < want:
+                train_groups = {}
+                for g, sp in split_of.items():
+                    if sp == "train":
+                        train_groups.setdefault(value_of[g], []).append(g)
+                seen = {value_of[g] for g in have}
+                movable = [g for g in order if split_of[g] == "train" and len(train_groups[value_of[g]]) >= 2]
+                if not movable:
+                    break
+                g = next((g for g in movable if value_of[g] not in seen), movable[0])
+                split_of[g] = target
+                have.append(g)
+                moved[target].append(g)
+        for c in clips:
+            if c["group"] in split_of:
+                c["split"] = split_of[c["group"]]
+    return moved
 
 
 def fewshot_role(group: str, seed: int) -> str:
