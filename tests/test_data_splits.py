@@ -38,6 +38,7 @@ def test_every_label_set_gets_val_and_test_groups_and_keeps_each_value_trained()
     assert len(g["test"]) >= 2 and len(g["val"]) >= 2
     assert "noise:brown:1.0" in g["val"]
     assert sorted(moved["test"] + moved["val"]) == sorted((g["test"] | g["val"]) - {"noise:brown:1.0"})
+    assert moved["train"] == []
     value = {c["group"]: c["facts"].get("noise_colour") for c in clips}
     train_values = {value[x] for x in g["train"]}
     assert train_values == {"white", "pink", "brown"}  # no value lost from training
@@ -64,3 +65,15 @@ def test_balancing_is_seeded_and_optional():
     assign_splits(unchanged, seed=0)
     assert [x["split"] for x in plain] == [x["split"] for x in unchanged]  # off by default
     assert len(_groups(balanced, "noise_colour")["test"]) >= 2
+
+
+def test_a_value_with_no_train_group_gets_one_back():
+    clips = _clips()
+    for c in clips:
+        if c["group"].startswith("noise:pink"):
+            c["split"] = "val"  # every pink group in val: pink would be scored but never trained
+    moved = balance_label_sets(clips, seed=0)
+    g = _groups(clips, "noise_colour")
+    assert len(moved["train"]) == 1 and moved["train"][0].startswith("noise:pink")
+    value = {c["group"]: c["facts"].get("noise_colour") for c in clips}
+    assert {value[x] for x in g["train"]} == {"white", "pink", "brown"}

@@ -79,11 +79,12 @@ def balance_label_sets(clips: list[dict], seed: int, keys=None) -> dict[str, lis
     test (the standard plan at seed 0: footsteps 7 test items, all gravel; noise colour 0). For each label
     set with at least 6 groups, val and test each get at least max(2, ceil(10 %)) of its groups, taken
     from train in a seeded order, never a value's last train group (every evaluated value stays trained),
-    values not yet in that split first. Returns {split: [moved groups]}. Changes clip["split"] in place.
+    values not yet in that split first; before that, a value with two or more groups and none in train gets
+    one back in train. Returns {split: [moved groups]}. Changes clip["split"] in place.
     """
     from audioflamingo.data.tasks import LABEL_SETS
 
-    moved: dict[str, list[str]] = {"val": [], "test": []}
+    moved: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for key in sorted(keys or LABEL_SETS):
         split_of: dict[str, str] = {}
         value_of: dict[str, str] = {}
@@ -93,6 +94,15 @@ def balance_label_sets(clips: list[dict], seed: int, keys=None) -> dict[str, lis
                 value_of.setdefault(c["group"], str(c["facts"][key]))
         if len(split_of) < 6:
             continue
+        # a value with several groups but none in train would be scored without ever being trained
+        # (footstep 'dirt' at seed 0: both of its groups in val): one of its groups goes back to train
+        by_value: dict[str, list[str]] = {}
+        for g in sorted(split_of, key=lambda g: hashlib.sha1(f"balance|{seed}|{key}|train|{g}".encode()).hexdigest()):
+            by_value.setdefault(value_of[g], []).append(g)
+        for v, groups in sorted(by_value.items()):
+            if len(groups) >= 2 and all(split_of[g] != "train" for g in groups):
+                split_of[groups[0]] = "train"
+                moved["train"].append(groups[0])
         want = max(2, math.ceil(0.1 * len(split_of)))
         for target in ("test", "val"):
             have = [g for g, sp in split_of.items() if sp == target]
