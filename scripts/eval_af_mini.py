@@ -111,6 +111,8 @@ def main() -> None:
                     help="also caption with the K nearest training clips' captions as in-context examples (nearest last)")
     ap.add_argument("--rerank", type=int, default=0, metavar="K",
                     help="also caption by letting the model choose, by its own likelihood, among its answer and the captions of the K nearest training clips")
+    ap.add_argument("--pool-val", type=int, default=0, metavar="N",
+                    help="label sets with fewer than N scored items are also scored on val + test together (val audio is never trained on either), reported as '<set>+val'")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--num-beams", type=int, default=1, help="beam search for the generative tasks (AF1 used 3)")
     ap.add_argument("--task-prefix", action="store_true", help='prompts start "The task is <task>. " (as in half of training)')
@@ -149,6 +151,15 @@ def main() -> None:
 
     # classification: per label set
     cls = [r for r in by_task.pop("classification", []) if r.get("options")]
+    if args.pool_val:  # tiny label sets: their val items too, counted in a separate '<set>+val' row
+        sizes = Counter(r.get("label_set", "all") for r in cls)
+        val = [r for r in read_manifest(corpus / "val.jsonl") if r["task"] == "classification" and r.get("options")]
+        # (not filtered by --exclude-seen: the CLAP stage encodes val clips for its validation recall only)
+        small = {r.get("label_set", "all") for r in val} | set(sizes)
+        small = {k for k in small if sizes.get(k, 0) < args.pool_val}
+        pooled = [{**r, "label_set": r.get("label_set", "all") + "+val"} for r in cls + val if r.get("label_set", "all") in small]
+        cache.fill([r["audio"] for r in pooled], progress=True)
+        cls += pooled
     per_set = defaultdict(lambda: {"n": 0, "rank_correct": 0, "gen_correct": 0, "chance": 0.0})
     for i in tqdm(range(0, len(cls), 8), desc="classification"):
         rows = cls[i : i + 8]
