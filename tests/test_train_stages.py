@@ -232,3 +232,30 @@ def test_relabel_renames_labels_consistently_and_only_when_copyable():
     assert relabel(shots, other, pool, np.random.default_rng(0)) == (shots, other)
     cap = {**query, "task": "caption"}
     assert relabel(shots, cap, pool, np.random.default_rng(0)) == (shots, cap)
+
+
+def test_copyable_loss_keeps_only_answers_seen_earlier_in_the_sample():
+    """data.icl_loss: copyable: a renamed label's first mention carries no loss (nothing predicts a random
+    name); its later mentions, the query's answer among them, do."""
+    from audioflamingo.text import IGNORE, encode, icl_text
+    from audioflamingo.config import load_model_config
+    from audioflamingo.model.loading import build_model
+    from audioflamingo.train.data import SampleBuilder, keep_copyable
+
+    tok = build_model(load_model_config("tiny")).tokenizer
+    bos, eos = tok.bos_token or tok.eos_token, tok.eos_token
+    answers = ["zebra", "apple", "zebra", "apple"]  # shots, then the query
+    text = icl_text([("Which?", a) for a in answers[:3]], "Which?", answers[3], bos, eos, 1)
+    ids, labels = encode(tok, text)
+    kept = keep_copyable(labels, answers)
+    spans = lambda lab: [tok.decode(ids[i]) for i in range(len(lab)) if lab[i] != IGNORE]  # noqa: E731
+    assert "".join(spans(labels)).count("zebra") == 2 and "".join(spans(labels)).count("apple") == 2
+    got = "".join(spans(kept))
+    assert got.count("zebra") == 1 and got.count("apple") == 1  # shot 3 and the query
+    last = max(i for i in range(len(ids)) if labels[i] != IGNORE)
+    assert kept[last] == labels[last]  # the query's answer (through its end of chunk / EOS) keeps its loss
+    # truncation: an answer cut off has no labels, and the spans before it still map to their answers
+    cut = encode(tok, text, max_length=len(ids) - 3)[1]
+    assert "".join(spans(keep_copyable(cut, answers))).count("zebra") == 1
+    with pytest.raises(Exception, match="icl_loss"):
+        SampleBuilder(tok, "sft", 64, icl_loss="last")

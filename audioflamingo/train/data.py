@@ -249,6 +249,11 @@ class SampleBuilder:
     shots: object = None  # callable (row, k, rng) -> [{"audio","prompt","answer"}]
     relabel: float = 0.0  # probability that an interleaved classification sample's labels are renamed
     label_pool: list = field(default_factory=list)  # names to rename to (relabel_pool)
+    icl_loss: str = "all"  # "copyable": in renamed samples, only answers whose name occurred earlier carry loss
+
+    def __post_init__(self):
+        if self.icl_loss not in ("all", "copyable"):
+            raise DataError(f"data.icl_loss {self.icl_loss!r} unknown; use 'all' or 'copyable'")
 
     def build(self, row: dict, rng: np.random.Generator) -> Sample:
         bos = self.tokenizer.bos_token or self.tokenizer.eos_token
@@ -257,11 +262,13 @@ class SampleBuilder:
         if self.stage == "chat" and row.get("dialogue"):
             text = chat_text([(t["user"], t["assistant"]) for t in row["dialogue"]], len(audios), bos, eos)
         else:
-            shots = []
+            shots, renamed = [], False
             if self.shots is not None and self.icl_fraction > 0 and rng.random() < self.icl_fraction:
                 shots = self.shots(row, int(rng.choice(self.icl_shots)), rng)
             if shots and self.relabel > 0 and rng.random() < self.relabel:
-                shots, row = relabel(shots, row, self.label_pool, rng)
+                new_shots, new_row = relabel(shots, row, self.label_pool, rng)
+                renamed = new_row is not row
+                shots, row = new_shots, new_row
             if shots:
                 text = icl_text([(s["prompt"], s["answer"]) for s in shots], row["prompt"], row["answer"], bos, eos, len(audios))
                 audios = [s["audio"] for s in shots] + audios
@@ -269,7 +276,31 @@ class SampleBuilder:
                 task = row["task"] if rng.random() < self.task_prefix_prob else None
                 text = single_text(row["prompt"], row["answer"], task, len(audios), bos, eos)
         ids, labels = encode(self.tokenizer, text, self.max_length)
+        if renamed and self.icl_loss == "copyable":
+            labels = keep_copyable(labels, [s["answer"] for s in shots] + [row["answer"]])
         return Sample(ids, labels, audios, row["id"], text)
+
+
+def keep_copyable(labels: torch.Tensor, answers: list[str]) -> torch.Tensor:
+    """(T,) labels of an interleaved sample whose answers are `answers` in order -> the same with the loss
+    kept only on answers that occurred earlier in the sample. A renamed label's first mention cannot be
+    predicted from anything (the name is random), so training on it only teaches the model to guess names;
+    its later mentions can be copied from the shot that sounds alike, which is what few-shot learning needs."""
+    out = labels.clone()
+    real = (labels != IGNORE).tolist()
+    spans, start = [], None  # answer spans in order: [start, end)
+    for i, r in enumerate(real + [False]):
+        if r and start is None:
+            start = i
+        elif not r and start is not None:
+            spans.append((start, i))
+            start = None
+    seen: set[str] = set()
+    for (a, b), answer in zip(spans, answers):  # spans cut off by truncation have no labels and no entry
+        if answer not in seen:
+            out[a:b] = IGNORE
+        seen.add(answer)
+    return out
 
 
 def sample_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
