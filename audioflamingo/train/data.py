@@ -259,10 +259,11 @@ class SampleBuilder:
         bos = self.tokenizer.bos_token or self.tokenizer.eos_token
         eos = self.tokenizer.eos_token
         audios = [row["audio"], *row.get("extra_audios", [])]
+        renamed = False
         if self.stage == "chat" and row.get("dialogue"):
             text = chat_text([(t["user"], t["assistant"]) for t in row["dialogue"]], len(audios), bos, eos)
         else:
-            shots, renamed = [], False
+            shots = []
             if self.shots is not None and self.icl_fraction > 0 and rng.random() < self.icl_fraction:
                 shots = self.shots(row, int(rng.choice(self.icl_shots)), rng)
             if shots and self.relabel > 0 and rng.random() < self.relabel:
