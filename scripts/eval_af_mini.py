@@ -46,6 +46,12 @@ def norm(s: str) -> str:
     return " ".join(words(s))
 
 
+def text_scores(preds: list[str], rows: list[dict]) -> dict:
+    """Exact match (after lowercasing and dropping punctuation) and word F1 of answers against the rows' references."""
+    return {"exact_match": sum(norm(p) == norm(r["answer"]) for p, r in zip(preds, rows)) / len(rows),
+            "word_f1": sum(word_f1(p, r["answer"]) for p, r in zip(preds, rows)) / len(rows)}
+
+
 @torch.no_grad()
 def option_scores(model, feats, rows) -> list[list[float]]:
     """Sum of answer-token log-probs of each option (the whole answer chunk: option, end of chunk, EOS)."""
@@ -188,8 +194,7 @@ def main() -> None:
         preds = []
         for i in tqdm(range(0, len(rows), args.batch), desc=task):
             preds += greedy(model, feats, rows[i : i + args.batch], num_beams=args.num_beams, task_prefix=args.task_prefix)
-        res = {"n": len(rows), "exact_match": sum(norm(p) == norm(r["answer"]) for p, r in zip(preds, rows)) / len(rows),
-               "word_f1": sum(word_f1(p, r["answer"]) for p, r in zip(preds, rows)) / len(rows),
+        res = {"n": len(rows), **text_scores(preds, rows),
                "examples": [{"audio": Path(r["audio"]).name, "reference": r["answer"], "prediction": p} for p, r in zip(preds[:5], rows[:5])]}
         if args.dump:
             res["all"] = [{"audio": r["audio"], "reference": r["answer"], "prediction": p} for p, r in zip(preds, rows)]
@@ -200,16 +205,14 @@ def main() -> None:
             if args.dump:
                 for d, c in zip(res["all"], copies):
                     d["nn_copy"] = c
-            res["nn_baseline"] = {"exact_match": sum(norm(c) == norm(r["answer"]) for c, r in zip(copies, rows)) / len(rows),
-                                  "word_f1": sum(word_f1(c, r["answer"]) for c, r in zip(copies, rows)) / len(rows)}
+            res["nn_baseline"] = text_scores(copies, rows)
             if args.rag:  # the model with its K nearest training clips as examples (one per file; nearest last)
                 near = sims.topk(args.rag, dim=1).indices.flip(1).tolist()  # (n, K) farthest first
                 shots = [[(keys[j], answer[keys[j]][1], answer[keys[j]][0]) for j in js] for js in near]
                 rag = []
                 for i in tqdm(range(0, len(rows), args.batch), desc=f"{task} rag"):
                     rag += greedy_rag(model, feats, rows[i : i + args.batch], shots[i : i + args.batch], num_beams=args.num_beams)
-                res[f"rag_{args.rag}"] = {"exact_match": sum(norm(p) == norm(r["answer"]) for p, r in zip(rag, rows)) / len(rows),
-                                          "word_f1": sum(word_f1(p, r["answer"]) for p, r in zip(rag, rows)) / len(rows)}
+                res[f"rag_{args.rag}"] = text_scores(rag, rows)
             if args.rerank:  # the model picks among its own answer and the K nearest training clips' captions
                 near = sims.topk(args.rerank, dim=1).indices.tolist()  # (n, K)
                 picked, picked_mean = [], []
@@ -223,8 +226,7 @@ def main() -> None:
                         picked.append(r["options"][max(range(len(sc)), key=sc.__getitem__)])
                         picked_mean.append(r["options"][max(range(len(sc)), key=lambda k: sc[k] / lens[k])])
                 for name, got in (("rerank", picked), ("rerank_mean", picked_mean)):
-                    res[f"{name}_{args.rerank}"] = {"exact_match": sum(norm(p) == norm(r["answer"]) for p, r in zip(got, rows)) / len(rows),
-                                                    "word_f1": sum(word_f1(p, r["answer"]) for p, r in zip(got, rows)) / len(rows)}
+                    res[f"{name}_{args.rerank}"] = text_scores(got, rows)
         results["tasks"][task] = res
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(json.dumps({k: v for k, v in results.items() if k != "tasks"}, indent=1))
