@@ -168,6 +168,8 @@ class ChatSession:
         self.model = model
         self.tok = model.tokenizer
         self.bos = self.tok.bos_token or self.tok.eos_token
+        if generation is None and "max_new_tokens" not in gen:
+            gen = {**gen, "max_new_tokens": 64}  # a chat turn is short; the rest of the context keeps the history
         self.generation = _gen_config(generation, gen)
         self.clips: list = []
         self.audio: AudioTokens | None = None

@@ -95,3 +95,32 @@ def test_max_new_tokens_and_stop_strings():
     if len(text) >= 3:
         cut = model.ask(ITEMS[0][1], ITEMS[0][0], max_new_tokens=20, stop=[text[2]])
         assert text[2] not in cut
+
+
+
+@pytest.mark.parametrize("force", ["never_stop", "stop_at_once"])
+def test_an_answer_cut_by_the_token_limit_says_so(force):
+    """A full max_new_tokens budget without an end token is reported (finish_reason "length" + a warning);
+    an answer the model ended itself is not."""
+    model = tiny_model("gpt2", gates=1.5, seed=3)
+    stops = [model.media.eoc, model.media.eos]
+
+    def steer(module, args, logits):  # (B, T, V) -> the same, with the stop tokens banned or forced
+        logits = logits.clone()
+        if force == "never_stop":
+            logits[..., stops] = float("-inf")
+        else:
+            logits[..., model.media.eoc] = 1e4
+        return logits
+
+    handle = model.lm.get_output_embeddings().register_forward_hook(steer)
+    try:
+        ans = model.answer(sine(1.0, 300), "Describe.", max_new_tokens=3)[0]
+    finally:
+        handle.remove()
+    if force == "never_stop":
+        assert ans.finish_reason == "length"
+        assert any("max_new_tokens=3" in w for w in ans.warnings), ans.warnings
+    else:
+        assert ans.finish_reason == "stop" and ans.text == ""
+        assert not any("max_new_tokens" in w for w in ans.warnings)

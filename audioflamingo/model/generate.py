@@ -17,7 +17,7 @@ from audioflamingo.model.cache import AudioTokens, FlamingoCache
 
 @dataclass
 class GenerationConfig:
-    max_new_tokens: int = 64
+    max_new_tokens: int = 128  # af-mini's longest corpus answers are ~100 tokens; generation ends at <|endofchunk|> anyway
     do_sample: bool = False
     temperature: float = 1.0
     top_k: int = 0  # 0 = off

@@ -19,6 +19,7 @@ class Answer:
     audio_seconds: list[float] = field(default_factory=list)  # seconds of each audio the model used
     examples: list[dict] = field(default_factory=list)  # in-context examples used (id, score, answer)
     prompt: str = ""
+    finish_reason: str = "stop"  # "stop": the model ended its answer; "length": cut at max_new_tokens
 
 
 def _is_audio(x) -> bool:
@@ -121,12 +122,17 @@ class InferenceMixin:
         answers = []
         for toks, c, t, shot in zip(out, clips, texts, shots):
             text = self.tokenizer.decode(toks, skip_special_tokens=True)
+            full = text
             for s in cfg.stop:
                 text = text.split(s)[0]
             warnings = list(dict.fromkeys(w for clip in [sh[0] for sh in shot] + c for w in clip.warnings))
+            finish = "length" if len(toks) >= cfg.max_new_tokens and text == full else "stop"
+            if finish == "length":  # the stop tokens are not in `toks`: a full budget means no end was generated
+                warnings.append(f"the answer was cut at max_new_tokens={cfg.max_new_tokens} before the model ended it; "
+                                "raise max_new_tokens for the whole answer")
             used = [min(clip.seconds, self.config.audio.max_seconds) for clip in c]
             used_examples = [{"id": sid, "score": sc, "answer": sa, "audio": sclip.path} for sclip, _, sa, sid, sc in shot]
-            answers.append(Answer(text.strip(), warnings, used, used_examples, t))
+            answers.append(Answer(text.strip(), warnings, used, used_examples, t, finish))
         return answers
 
     def ask(self, audio, prompt, **kwargs):
