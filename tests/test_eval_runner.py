@@ -308,3 +308,40 @@ def test_label_options_are_the_answers_of_the_items_kept():
     assert {r for it in items for r in it.refs} <= {"dog", "rain"}
     every = build_items(_cfg({"options": "labels", "mode": "loglik"}).tasks[0], FIXTURES)
     assert set(every[0].options) > {"dog", "rain"}
+
+
+def test_calibrated_loglik_subtracts_the_silent_query_score():
+    """Contextual calibration: a silent query scores 0 for every option; otherwise the score is the
+    plain log-likelihood minus that of the same prompt with the query audio silenced."""
+    import torch
+
+    from conftest import sine, tiny_model
+
+    model = tiny_model("gpt2", gates=1.5, seed=3)
+    opts = ["dog", "rain", "a siren"]
+    loud = sine(1.0, 440)  # (samples, rate)
+    silent = (np.zeros_like(loud[0]), loud[1])
+    with torch.no_grad():
+        zero = model.score_options(silent, "Which?", opts, calibrate=True)[0]
+        plain = model.score_options(loud, "Which?", opts)[0]
+        null = model.score_options(silent, "Which?", opts)[0]
+        cal = model.score_options(loud, "Which?", opts, calibrate=True)[0]
+    assert zero == pytest.approx([0.0] * 3, abs=1e-5)
+    assert cal == pytest.approx([p - n for p, n in zip(plain, null)], abs=1e-4)
+    assert len(set(np.round(null, 3))) > 1  # the prior that calibration removes is not flat
+
+
+def test_calibrate_needs_loglik_and_reaches_the_predictor():
+    with pytest.raises(ConfigError, match="calibrate"):
+        _cfg({"calibrate": True})  # mode generate
+
+    seen = []
+
+    class Calibrating(ShotCopier):
+        def score_options(self, audios, prompts, options, calibrate=False, **kw):
+            seen.append(calibrate)
+            return super().score_options(audios, prompts, options)
+
+    evaluate(_cfg({"mode": "loglik", "calibrate": True}), Calibrating(), progress=False)
+    assert seen and all(seen)
+    evaluate(_cfg({"mode": "loglik", "calibrate": True}), ShotCopier(), progress=False)  # no calibrate argument: ranks without

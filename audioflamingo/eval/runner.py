@@ -114,6 +114,15 @@ def _extra_kwargs(task: TaskConfig, shots: list[list[Item]]) -> dict:
     return kw
 
 
+def _loglik_kwargs(task: TaskConfig, predictor) -> dict:
+    """`calibrate` for predictors that support it (the model); baselines rank without it."""
+    if not task.calibrate:
+        return {}
+    import inspect
+
+    return {"calibrate": True} if "calibrate" in inspect.signature(predictor.score_options).parameters else {}
+
+
 def _batches(n: int, size: int):
     for i in range(0, n, size):
         yield slice(i, min(n, i + size))
@@ -149,7 +158,7 @@ def run_task(task: TaskConfig, items: list[Item], pool: list[Item], predictor, k
             out = predictor.ask(audios, prompts, **to_dict(task.generation), **kw)
         else:
             opts = [it.options or [] for it in batch]
-            sc = predictor.score_options(audios, prompts, opts, **kw)
+            sc = predictor.score_options(audios, prompts, opts, **kw, **_loglik_kwargs(task, predictor))
             scores.extend([list(map(float, s)) for s in sc])
             out = [o[int(np.argmax(s))] for o, s in zip(opts, sc)]
         if len(out) != len(batch):

@@ -55,6 +55,7 @@ class TaskConfig:
     shot_split: str | None = "train"
     shot_order: str = "nearest_last"  # retrieved shots: nearest_last (the inference default) | nearest_first | shuffle (seeded per item)
     baselines: list[str] = field(default_factory=list)  # also run these 0-shot on the same items (baselines.py)
+    calibrate: bool = False  # loglik: contextual calibration (each option minus its score with the query audio silenced)
 
 
 BASELINE_NAMES = ("majority", "nn_caption", "clap_zeroshot")  # the keys of baselines.BASELINES
@@ -89,6 +90,8 @@ def _validate(task: TaskConfig, where: str) -> None:
         raise ConfigError(f"{where}: metric `map` needs per-label scores: set mode: loglik")
     if task.mode == "loglik" and task.options is None:
         raise ConfigError(f"{where}: mode loglik ranks options: set `options` (a list, 'manifest' or 'labels')")
+    if task.calibrate and task.mode != "loglik":
+        raise ConfigError(f"{where}: calibrate adjusts option log-likelihoods: it needs mode: loglik")
     if (task.mode == "retrieval") != (task.metric == "retrieval"):
         raise ConfigError(f"{where}: mode retrieval goes with metric retrieval (and only with it)")
     if task.shot_selection not in ("random", "retrieved"):

@@ -142,14 +142,26 @@ class InferenceMixin:
         return [a.text for a in answers] if batched else answers[0].text
 
     @torch.no_grad()
-    def score_options(self, audio, prompt, options, *, task=None, examples=None, normalize: bool = False) -> list[list[float]]:
+    def score_options(self, audio, prompt, options, *, task=None, examples=None, normalize: bool = False,
+                      calibrate: bool = False) -> list[list[float]]:
         """Log-likelihood of each option as the answer. audio/prompt as in `ask` (batched: lists);
-        options: one list of strings per sample (or one list for a single prompt) -> [[logp per option]]."""
+        options: one list of strings per sample (or one list for a single prompt) -> [[logp per option]].
+        `normalize`: per answer token. `calibrate` (contextual calibration, Zhao et al. 2021): minus the
+        option's log-likelihood with the same prompt and examples but the query audio replaced by silence of
+        the same length, which removes the LM's prior for some options over others."""
+        import numpy as np
+
+        from audioflamingo.audio import Clip
+
         batched, sources, prompts = self._normalise(audio, prompt)
         options = [options] if not batched else options
         clips = [[self.load_clip(s) for s in srcs] for srcs in sources]
         shots = self._shots(examples, prompts)
         audio_tokens = self.encode_audio([[sh[0] for sh in shot] + c for shot, c in zip(shots, clips)])
+        null_tokens = None
+        if calibrate:
+            silent = [[Clip(np.zeros_like(x.samples), x.sample_rate, "<silence>") for x in c] for c in clips]
+            null_tokens = self.encode_audio([[sh[0] for sh in shot] + c for shot, c in zip(shots, silent)])
         result = []
         for b, (p, c, opts, shot) in enumerate(zip(prompts, clips, options, shots)):
             seqs, labs = [], []
@@ -160,13 +172,18 @@ class InferenceMixin:
             input_ids, mask = pad_batch(seqs, self.media.pad, side="right")  # (O, T)
             labels, _ = pad_batch(labs, IGNORE, side="right")  # (O, T)
             rows = torch.full((len(opts),), b, dtype=torch.long, device=self.device)
-            logits, _ = self(input_ids.to(self.device), mask.to(self.device), audio_tokens.select(rows))
-            logp = logits[:, :-1].float().log_softmax(-1)  # (O, T-1, V)
-            tgt = labels[:, 1:].to(self.device)  # (O, T-1)
-            keep = tgt != IGNORE
-            tok_lp = logp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0] * keep  # (O, T-1)
-            total = tok_lp.sum(-1)
-            if normalize:
-                total = total / keep.sum(-1).clamp(min=1)
+            total = self._answer_logp(input_ids, mask, labels, audio_tokens.select(rows), normalize)  # (O,)
+            if null_tokens is not None:
+                total = total - self._answer_logp(input_ids, mask, labels, null_tokens.select(rows), normalize)
             result.append(total.tolist())
         return result
+
+    def _answer_logp(self, input_ids, mask, labels, audio, normalize: bool) -> torch.Tensor:
+        """(O, T) ids, mask and labels -> (O,) summed (or per-token mean) log-prob of the labelled tokens."""
+        logits, _ = self(input_ids.to(self.device), mask.to(self.device), audio)
+        logp = logits[:, :-1].float().log_softmax(-1)  # (O, T-1, V)
+        tgt = labels[:, 1:].to(self.device)  # (O, T-1)
+        keep = tgt != IGNORE
+        tok_lp = logp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0] * keep  # (O, T-1)
+        total = tok_lp.sum(-1)  # (O,)
+        return total / keep.sum(-1).clamp(min=1) if normalize else total
