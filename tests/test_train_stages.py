@@ -259,3 +259,26 @@ def test_copyable_loss_keeps_only_answers_seen_earlier_in_the_sample():
     assert "".join(spans(keep_copyable(cut, answers))).count("zebra") == 1
     with pytest.raises(Exception, match="icl_loss"):
         SampleBuilder(tok, "sft", 64, icl_loss="last")
+
+
+def test_copy_drill_puts_the_query_itself_among_its_shots():
+    """data.icl_self: in that share of interleaved samples one shot is the query item (same audio and answer);
+    the others stay the retrieved ones, and the query is still last."""
+    from audioflamingo.config import load_model_config
+    from audioflamingo.model.loading import build_model
+    from audioflamingo.train.data import RowShots
+
+    tok = build_model(load_model_config("tiny")).tokenizer
+    row = {"id": "q", "audio": "q.wav", "task": "caption", "prompt": "Describe.", "answer": "A quiet hum.",
+           "shots": [{"audio": f"s{i}.wav", "prompt": "Describe.", "answer": f"Shot {i}."} for i in range(4)]}
+    counts = {0.0: 0, 1.0: 0}
+    for p in counts:
+        b = SampleBuilder(tok, "sft", 256, icl_fraction=1.0, icl_shots=[4], shots=RowShots(), icl_self=p)
+        for seed in range(20):
+            s = b.build(row, np.random.default_rng(seed))
+            assert s.audios[-1] == "q.wav" and len(s.audios) == 5
+            own = s.audios[:-1].count("q.wav")
+            assert own == (1 if p == 1.0 else 0)
+            counts[p] += own
+            assert s.text.count("A quiet hum.") == 1 + own  # the shot carries the query's answer
+    assert counts == {0.0: 0, 1.0: 20}

@@ -38,6 +38,7 @@ class DataConfig:
     icl_shots: list = field(default_factory=lambda: [4, 8])  # shot counts drawn from, AF1 used 4 or 8
     icl_relabel: float = 0.0  # share of interleaved classification samples whose labels are renamed (symbol tuning)
     icl_loss: str = "all"  # "copyable": in renamed samples only answers whose name occurred earlier carry loss
+    icl_self: float = 0.0  # share of interleaved samples in which one shot is the query item itself (a copy drill)
     shots: str = "random"  # shot source: "random" (same dataset+task) or "row" (the row's own `shots`)
     task_prefix_prob: float = 0.5  # probability of "The task is X. " in single-item samples
     max_val: int = 256  # validation items used per evaluation

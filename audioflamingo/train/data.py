@@ -250,6 +250,7 @@ class SampleBuilder:
     relabel: float = 0.0  # probability that an interleaved classification sample's labels are renamed
     label_pool: list = field(default_factory=list)  # names to rename to (relabel_pool)
     icl_loss: str = "all"  # "copyable": in renamed samples, only answers whose name occurred earlier carry loss
+    icl_self: float = 0.0  # probability that one shot of an interleaved sample is the query item itself
 
     def __post_init__(self):
         if self.icl_loss not in ("all", "copyable"):
@@ -266,6 +267,11 @@ class SampleBuilder:
             shots = []
             if self.shots is not None and self.icl_fraction > 0 and rng.random() < self.icl_fraction:
                 shots = self.shots(row, int(rng.choice(self.icl_shots)), rng)
+                if shots and not row.get("extra_audios") and self.icl_self > 0 and rng.random() < self.icl_self:
+                    # a copy drill (training only; retrieval never shows the query its own file): the shot
+                    # with the query's own audio has the query's answer, so the answer can be copied from it
+                    shots = list(shots)
+                    shots[int(rng.integers(len(shots)))] = {"audio": row["audio"], "prompt": row["prompt"], "answer": row["answer"]}
             if shots and self.relabel > 0 and rng.random() < self.relabel:
                 new_shots, new_row = relabel(shots, row, self.label_pool, rng)
                 renamed = new_row is not row

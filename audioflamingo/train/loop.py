@@ -156,7 +156,7 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
         builder = SampleBuilder(model.tokenizer, stage, model.config.lm.max_length, cfg.data.icl_fraction,
                                 list(cfg.data.icl_shots), cfg.data.task_prefix_prob, shot_source(cfg.data.shots, rows or []),
                                 cfg.data.icl_relabel, relabel_pool(rows) if cfg.data.icl_relabel > 0 and rows else [],
-                                cfg.data.icl_loss)
+                                cfg.data.icl_loss, cfg.data.icl_self)
         val_builder = SampleBuilder(model.tokenizer, stage, model.config.lm.max_length)
 
     mon = Monitor(out, total_steps, step, d.main, cfg.progress, cfg.tensorboard)
