@@ -10,9 +10,9 @@ are computed in (a)'s prefill and are part of its decoder time.
 `same_tokens` checks that (a) produces (b)'s tokens (transformers < 5.24 silently drops the `cache=` argument).
 On CUDA: bf16 autocast, and SDPA without its cuDNN backend (see benchmarks.common.decode_attention).
 
-Every configuration uses positions that reach past 10 min of prefix audio (15,000 tokens): af-mini's
-GPT-2 position table is widened to 32,768 rows (random, like all weights here); the Llama-style
-configurations use rotary positions (no table) with a 32,768 maximum.
+Every configuration uses positions that reach past 10 min of prefix audio (15,000 tokens): af-mini (GPT-NeoX) and the
+Llama-style configurations use rotary positions (no table) with a 32,768 maximum (a GPT-2 position
+table would be widened to 32,768 rows, random like all weights here).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def _configs(large: bool = False):
     """(name, ModelConfig) of the compared sizes; `large` adds an AF1-sized LM (for GPU runs)."""
     if "af-mini" in list_presets():
         cfg = load_model_config("af-mini")
-        cfg.lm.hf_config = {**cfg.lm.hf_config, "n_positions": MAX_POSITIONS}  # room for the prefix baseline
+        key = "n_positions" if "n_positions" in cfg.lm.hf_config else "max_position_embeddings"  # GPT-2 table / rotary
+        cfg.lm.hf_config = {**cfg.lm.hf_config, key: MAX_POSITIONS}  # room for the prefix baseline
         yield "af-mini", cfg
     else:
         yield "mini (width 256, 4 layers)", load_model_config("tiny", {**ENCODER, **STANDIN})

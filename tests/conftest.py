@@ -36,6 +36,9 @@ FAMILIES = {
               "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512},
     "qwen2": {"model_type": "qwen2", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
               "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 512},
+    "gpt_neox": {"model_type": "gpt_neox", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                 "intermediate_size": 64, "max_position_embeddings": 512, "rotary_pct": 1.0, "use_parallel_residual": False,
+                 "hidden_dropout": 0.0, "attention_dropout": 0.0, "tie_word_embeddings": True},
 }
 
 

@@ -34,7 +34,7 @@ def test_dialogue_text_is_the_chat_template():
     assert text == f"</s>The task is dialog. {AUDIO}user: a \nassistant: <SEP>b{EOC}{AUDIO}user: c \nassistant: <SEP>"
 
 
-@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gpt_neox"])
 def test_cached_turns_equal_from_scratch(family):
     model = tiny_model(family, gates=1.5, seed=4)
     clips = [sine(1.2, 300), sine(0.8, 700, seed=1)]

@@ -23,7 +23,7 @@ ITEMS = [
 ]
 
 
-@pytest.mark.parametrize("family", ["gpt2", "opt", "llama"])
+@pytest.mark.parametrize("family", ["gpt2", "opt", "llama", "gpt_neox"])
 @pytest.mark.parametrize("beams", [1, 3])
 def test_cached_decode_equals_full_recompute(family, beams):
     model = tiny_model(family, gates=1.5, seed=3)

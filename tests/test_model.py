@@ -8,7 +8,7 @@ from audioflamingo.model.loading import build_model
 from audioflamingo.text import AUDIO, encode, pad_batch, single_text
 from conftest import sine, tiny_model
 
-FAMILY_NAMES = ["gpt2", "opt", "llama", "qwen2"]
+FAMILY_NAMES = ["gpt2", "opt", "llama", "qwen2", "gpt_neox"]
 
 
 def _inputs(model, prompts_and_clips, side="left"):

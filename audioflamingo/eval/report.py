@@ -64,7 +64,8 @@ def _baseline_table(results: dict) -> list[str]:
 
 
 def plot_shots(results: dict, path: str | Path) -> Path:
-    """One panel per task: mean score against the number of shots, with a ±std band over seeds."""
+    """One panel per task: mean score against the number of shots, with a ±std band over seeds, and the
+    task's 0-shot baselines as dashed lines; bounded scores are drawn from 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,7 +79,16 @@ def plot_shots(results: dict, path: str | Path) -> Path:
         ks = [s["shots"] for s in task["summary"]]
         mean = [s["mean"] for s in task["summary"]]
         std = [s["std"] for s in task["summary"]]
-        ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3)
+        ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label="model")
+        drawn = False
+        for i, (name, b) in enumerate((task.get("baselines") or {}).items()):  # 0-shot baselines, same items
+            if b is not None and "score" in b:
+                ax.axhline(b["score"], linestyle="--", color=f"C{i + 1}", label=name)
+                drawn = True
+        if drawn:
+            ax.legend(fontsize=8)
+        if all(0.0 <= v <= 1.0 for v in mean):  # a bounded score: from 0, so small changes look small
+            ax.set_ylim(bottom=0.0)
         ax.set_title(task["name"], fontsize=10)
         ax.set_xlabel("in-context examples (shots)")
         ax.set_ylabel(task["metric"])
