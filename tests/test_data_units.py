@@ -144,3 +144,24 @@ def test_reserved_packages_are_refused(tmp_path):
     for pkg in ("warzone2100-data", "freeciv-data", "musescore-general-soundfont-small", "hydrogen-drumkits-effects"):
         with pytest.raises(PackageError, match="reserved"):
             fetch_package(pkg, tmp_path)
+
+
+def test_continuous_sweeps_are_all_distinct_and_spread_over_groups():
+    """The standard plan's sweeps have 36 parameter combinations at most (dedup then keeps <= 36 clips);
+    --continuous-sweeps makes every sweep distinct, in both directions, over several split groups."""
+    from audioflamingo.data.synth import render_signal, signal_candidates
+
+    def sweeps(continuous):
+        return [c for c in signal_candidates(800, np.random.default_rng(0), continuous) if c.uid.startswith("signal/sweep")]
+
+    fixed, free = sweeps(False), sweeps(True)
+    assert len(fixed) == len(free) == 200
+    assert len({(c.render["f0"], c.render["f1"], c.render["seconds"]) for c in fixed}) <= 36
+    assert len({(c.render["f0"], c.render["f1"], c.render["seconds"]) for c in free}) == 200
+    assert {c.facts["direction"] for c in free} == {"rising", "falling"}
+    assert len({c.group for c in free}) >= 8
+    # the other signal kinds are drawn from their own values either way
+    others = lambda cs: [c.render for c in cs if not c.uid.startswith("signal/sweep")]  # noqa: E731
+    assert len(others(signal_candidates(40, np.random.default_rng(1), True))) == 30
+    x = render_signal(free[0].render, 16000)
+    assert abs(len(x) - free[0].render["seconds"] * 16000) <= 1 and np.abs(x).max() > 0.3

@@ -81,6 +81,7 @@ class BuildConfig:
     max_seconds: float = 20.0  # longer sources are cut (and the cut is recorded in provenance)
     packages: list[str] = field(default_factory=list)  # extra packages on top of the plan's
     balance_label_sets: bool = False  # every closed label set gets val/test groups (splits.balance_label_sets)
+    continuous_sweeps: bool = False  # sweeps from continuous parameters (the default plan has 36 distinct sweeps)
 
 
 def default_cache() -> Path:
@@ -246,7 +247,7 @@ def build_corpus(cfg: BuildConfig) -> dict:
         keep = sorted(rng.choice(len(cands), size=plan.max_real, replace=False))
         cands = [cands[i] for i in keep]
     texts = _fortunes(cache) if plan.fortunes else None
-    cands += synth.signal_candidates(plan.signals, np.random.default_rng([cfg.seed, 1]))
+    cands += synth.signal_candidates(plan.signals, np.random.default_rng([cfg.seed, 1]), cfg.continuous_sweeps)
     cands += synth.speech_candidates(plan.speech, np.random.default_rng([cfg.seed, 2]), texts)
     if music.music_available():
         cands += music.music_candidates(plan.music, np.random.default_rng([cfg.seed, 3]))

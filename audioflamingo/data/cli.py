@@ -19,6 +19,8 @@ def add_commands(subparsers) -> None:
     b.add_argument("--package", action="append", default=[], help="an extra Debian package to include")
     b.add_argument("--balance-label-sets", action="store_true",
                    help="move whole groups from train so every closed label set has at least max(2, 10%%) of its groups in val and in test")
+    b.add_argument("--continuous-sweeps", action="store_true",
+                   help="draw tone sweeps from continuous ranges (the standard plan's 36 parameter combinations leave at most 36 sweeps after deduplication)")
     b.set_defaults(func=_build)
 
     c = sub.add_parser("check", help="report missing, unreadable, silent, duplicate audio and malformed rows")
@@ -50,7 +52,8 @@ def _build(args: argparse.Namespace) -> int:
     from audioflamingo.data.build import BuildConfig, build_corpus
 
     cfg = BuildConfig(out=args.out, plan=args.plan, seed=args.seed, rate=args.rate, cache=args.cache,
-                      workers=args.workers, packages=args.package, balance_label_sets=args.balance_label_sets)
+                      workers=args.workers, packages=args.package, balance_label_sets=args.balance_label_sets,
+                      continuous_sweeps=args.continuous_sweeps)
     s = build_corpus(cfg)
     print(f"corpus {args.out}: {s['clips']} clips, {s['hours']} h, items {s['items']}, "
           f"{len(s['dropped_duplicates'])} duplicates and {len(s['dropped_silent'])} silent clips dropped, "

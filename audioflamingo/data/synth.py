@@ -27,8 +27,11 @@ NOISE_COLOURS = ("white", "pink", "brown")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
-def signal_candidates(n: int, rng: np.random.Generator) -> list[Candidate]:
-    """n clips spread over beeps (count, frequency), DTMF digit strings, coloured noise and sweeps."""
+def signal_candidates(n: int, rng: np.random.Generator, continuous_sweeps: bool = False) -> list[Candidate]:
+    """n clips spread over beeps (count, frequency), DTMF digit strings, coloured noise and sweeps.
+    Sweeps draw their ends and length from 3 x 3 x 2 values (at most 36 distinct clips survive
+    deduplication), or with `continuous_sweeps` from continuous ranges (every sweep distinct; grouped by
+    direction and octave band so near-identical sweeps stay on one side of the split)."""
     out = []
     for i in range(n):
         kind = ("beeps", "dtmf", "noise", "sweep")[i % 4]
@@ -48,6 +51,13 @@ def signal_candidates(n: int, rng: np.random.Generator) -> list[Candidate]:
             p = {"op": "noise", "colour": colour, "seconds": float(rng.choice([1.0, 2.0, 3.0])), "seed": int(rng.integers(1 << 31))}
             facts = {"noise_colour": colour, "phrase": f"steady {colour} noise"}
             group = f"noise:{colour}:{p['seconds']}"
+        elif continuous_sweeps:
+            lo, hi = float(np.exp(rng.uniform(np.log(80), np.log(400)))), float(np.exp(rng.uniform(np.log(1500), np.log(5000))))
+            up = bool(rng.integers(0, 2))
+            p = {"op": "sweep", "f0": round(lo if up else hi, 1), "f1": round(hi if up else lo, 1),
+                 "seconds": round(float(rng.uniform(0.8, 2.5)), 2)}
+            facts = {"direction": "rising" if up else "falling", "phrase": f"a {'rising' if up else 'falling'} tone sweep"}
+            group = f"sweep:{'up' if up else 'down'}:{int(np.log2(lo / 80))}:{int(np.log2(hi / 1500))}"
         else:
             lo, hi = int(rng.choice([100, 200, 300])), int(rng.choice([2000, 3000, 4000]))
             up = bool(rng.integers(0, 2))
