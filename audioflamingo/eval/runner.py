@@ -148,6 +148,7 @@ def run_task(task: TaskConfig, items: list[Item], pool: list[Item], predictor, k
         mode = "loglik"
     shots = select_shots(task, items, pool, k, seed, predictor, batch_size)
     parser = get_parser(task.parser)
+    rank_kw = _loglik_kwargs(task, predictor) if mode == "loglik" else {}  # once per run, not per batch
     raw, scores = [], []
     bar = tqdm(total=len(items), desc=f"{task.name} k={k} seed={seed}", disable=not progress, leave=False)
     for sl in _batches(len(items), batch_size):
@@ -158,7 +159,7 @@ def run_task(task: TaskConfig, items: list[Item], pool: list[Item], predictor, k
             out = predictor.ask(audios, prompts, **to_dict(task.generation), **kw)
         else:
             opts = [it.options or [] for it in batch]
-            sc = predictor.score_options(audios, prompts, opts, **kw, **_loglik_kwargs(task, predictor))
+            sc = predictor.score_options(audios, prompts, opts, **kw, **rank_kw)
             scores.extend([list(map(float, s)) for s in sc])
             out = [o[int(np.argmax(s))] for o, s in zip(opts, sc)]
         if len(out) != len(batch):
