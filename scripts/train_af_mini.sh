@@ -15,7 +15,7 @@ PY=${PYTHON:-python}
 AF="$PY -m audioflamingo"
 
 if [ ! -f "$CORPUS/train.jsonl" ]; then
-  $AF data build-corpus --plan standard --seed 0 --out "$CORPUS"
+  $AF data build-corpus --plan standard --seed 0 --balance-label-sets --continuous-sweeps --out "$CORPUS"
 fi
 
 common="--data.train=[$CORPUS/train.jsonl] --data.val=[$CORPUS/val.jsonl] --encoder_cache=$RUN/encoder_cache.pt ${TRAIN_ARGS:-}"
@@ -39,7 +39,7 @@ cp "$RUN/clap/model/clap_text_head.safetensors" "$dest/"
 echo "af-mini written to $dest"
 
 # scores on the corpus test split (audio never seen in training), for the model card
-$PY scripts/eval_af_mini.py --model "$dest" --corpus "$CORPUS" --cache "$RUN/encoder_cache.pt" --out "$RUN/scores.json" --threads 1 --max-per-task 300 --rag 4 \
+$PY scripts/eval_af_mini.py --model "$dest" --corpus "$CORPUS" --cache "$RUN/encoder_cache.pt" --out "$RUN/scores.json" --threads 1 --max-per-task 300 --rag 4 --pool-val 30 \
     --exclude-seen "$RUN/encoder_cache_after_clap.pt"
 # few-shot learning of held-out labels (zero-shot vs random vs retrieved k-shot), for the model card
 $AF eval -c configs/eval/fewshot-heldout.yaml --model "$dest" --out "$RUN/eval-fewshot" --plot "seeds=[0]" "data_root=$CORPUS"

@@ -282,3 +282,45 @@ def test_copy_drill_puts_the_query_itself_among_its_shots():
             counts[p] += own
             assert s.text.count("A quiet hum.") == 1 + own  # the shot carries the query's answer
     assert counts == {0.0: 0, 1.0: 20}
+
+
+def test_recall_drill_is_text_only_and_trains_only_the_copyable_name():
+    """data.recall: a drill has no audio; k (key, name) chunks, then one key again, and the loss falls on
+    that key's name alone, which the sample showed earlier beside the same key."""
+    from audioflamingo.config import load_model_config
+    from audioflamingo.model.loading import build_model
+    from audioflamingo.text import AUDIO, EOC, IGNORE, SEP
+    from audioflamingo.train.data import RECALL_PROMPTS
+
+    tok = build_model(load_model_config("tiny")).tokenizer
+    pool = [f"name{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+    row = {"id": "r", "audio": "r.wav", "task": "caption", "prompt": "Describe.", "answer": "A hum."}
+    b = SampleBuilder(tok, "sft", 512, icl_shots=[2, 4, 8], label_pool=pool, recall=1.0)
+    ks = set()
+    for seed in range(30):
+        s = b.build(row, np.random.default_rng(seed))
+        assert s.audios == [] and AUDIO not in s.text and s.row_id == "r#recall"
+        chunks = s.text.split("similar examples. ", 1)[1].split(EOC)[:-1]  # every (prompt, answer) chunk, the query last
+        pairs = [(c.split(SEP)[0].split("Answer:")[0], c.split(SEP)[1]) for c in chunks]
+        ks.add(len(pairs) - 1)
+        assert pairs[-1] in pairs[:-1]  # the query repeats one shot, key and name
+        assert len({p for p, _ in pairs[:-1]}) == len(pairs) - 1  # the keys are distinct
+        trained = tok.decode([int(t) for t, l in zip(s.ids, s.labels) if l != IGNORE], skip_special_tokens=True)
+        assert trained.strip() == pairs[-1][1].strip()
+    assert ks == {2, 4, 8}
+    # a drill that would not fit max_length gets fewer pairs instead of a cut (untrainable) query
+    short = SampleBuilder(tok, "sft", 160, icl_shots=[8], label_pool=pool, recall=1.0).build(row, np.random.default_rng(0))
+    assert short.text.count(EOC) < 9 and (short.labels != IGNORE).any()
+    assert any(t.split("{}")[0] in s.text for t in RECALL_PROMPTS)
+    # off by default, and never in the chat stage
+    assert SampleBuilder(tok, "sft", 256).build(row, np.random.default_rng(0)).audios == ["r.wav"]
+    with pytest.raises(Exception, match="label pool"):
+        SampleBuilder(tok, "sft", 256, icl_shots=[8], label_pool=pool[:5], recall=1.0).build(row, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_recall_drills_train_beside_audio_samples(corpus, tmp_path, stage):
+    """data.recall mixes text-only drills into batches of audio samples (the encoder cache too)."""
+    for p in (0.5, 1.0):  # 1.0: batches without any audio
+        out = train(tiny_config(corpus, tmp_path / str(p), stage, max_steps=3, **{"data.recall": p, "data.icl_shots": [2, 4]}))
+        assert out["step"] == 3 and all(np.isfinite(out["losses"]))

@@ -39,6 +39,7 @@ class DataConfig:
     icl_relabel: float = 0.0  # share of interleaved classification samples whose labels are renamed (symbol tuning)
     icl_loss: str = "all"  # "copyable": in renamed samples only answers whose name occurred earlier carry loss
     icl_self: float = 0.0  # share of interleaved samples in which one shot is the query item itself (a copy drill)
+    recall: float = 0.0  # share of samples replaced by text-only associative-recall drills (key -> made-up name, then a key again; grows copying from context)
     shots: str = "random"  # shot source: "random" (same dataset+task) or "row" (the row's own `shots`)
     task_prefix_prob: float = 0.5  # probability of "The task is X. " in single-item samples
     max_val: int = 256  # validation items used per evaluation

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audioflamingo.text import IGNORE, chat_text, encode, icl_text, pad_batch, single_text
+from audioflamingo.text import ICL_PREFIX, IGNORE, chat_text, encode, icl_text, item_text, pad_batch, single_text
 
 REQUIRED = ("id", "audio", "dataset", "task", "prompt", "answer")
 
@@ -251,6 +251,7 @@ class SampleBuilder:
     label_pool: list = field(default_factory=list)  # names to rename to (relabel_pool)
     icl_loss: str = "all"  # "copyable": in renamed samples, only answers whose name occurred earlier carry loss
     icl_self: float = 0.0  # probability that one shot of an interleaved sample is the query item itself
+    recall: float = 0.0  # probability that a sample is replaced by a text-only associative-recall drill (recall_drill)
 
     def __post_init__(self):
         if self.icl_loss not in ("all", "copyable"):
@@ -259,6 +260,8 @@ class SampleBuilder:
     def build(self, row: dict, rng: np.random.Generator) -> Sample:
         bos = self.tokenizer.bos_token or self.tokenizer.eos_token
         eos = self.tokenizer.eos_token
+        if self.recall > 0 and self.stage != "chat" and rng.random() < self.recall:
+            return self.recall_drill(row, rng)
         audios = [row["audio"], *row.get("extra_audios", [])]
         renamed = False
         if self.stage == "chat" and row.get("dialogue"):
@@ -286,6 +289,41 @@ class SampleBuilder:
         if renamed and self.icl_loss == "copyable":
             labels = keep_copyable(labels, [s["answer"] for s in shots] + [row["answer"]])
         return Sample(ids, labels, audios, row["id"], text)
+
+    def recall_drill(self, row: dict, rng: np.random.Generator) -> Sample:
+        """Text-only associative recall (`data.recall`): k distinct keys, each paired with a random name from
+        the label pool, then one key again; the loss is on that repeated name only. A language model trained
+        from scratch on single-item samples has no mechanism that copies from its context (af-mini's induction
+        check stayed flat, docs/results/fewshot-heldout-af-mini.md); these drills reward one in every
+        batch, and in-context learning from audio examples needs one."""
+        bos = self.tokenizer.bos_token or self.tokenizer.eos_token
+        pool = self.label_pool
+        k = max(2, int(rng.choice(self.icl_shots)))
+        if len(pool) < 2 * k:
+            raise DataError(f"data.recall needs at least {2 * k} names in the label pool, got {len(pool)}")
+        words = [pool[i] for i in rng.choice(len(pool), size=2 * k, replace=False)]
+        template = RECALL_PROMPTS[int(rng.integers(len(RECALL_PROMPTS)))]
+        query = int(rng.integers(k))
+        while True:  # fewer pairs when the drill would not fit max_length (a cut query has nothing to train)
+            keys, names = words[:k], words[k : 2 * k]
+            text = recall_drill_text(keys, names, query, template, bos, self.tokenizer.eos_token)
+            ids, labels = encode(self.tokenizer, text, self.max_length)
+            if (labels[-1] != IGNORE) or k == 2:
+                break
+            k //= 2
+            query = query % k
+        labels = keep_copyable(labels, names + [names[query]])  # the query's name: its first mention was a shot's
+        return Sample(ids, labels, [], f"{row['id']}#recall", text)
+
+
+RECALL_PROMPTS = ("Which name goes with {}?", "What is {} called here?", "Name the {}.")
+
+
+def recall_drill_text(keys: list[str], names: list[str], query: int, template: str, bos: str, eos: str) -> str:
+    """An interleaved sample without audio: k (key, name) chunks in the ICL layout, then key `query` again,
+    answered with its name. Only copying from the context can answer it."""
+    chunks = [item_text(template.format(k), n, n_audios=0) for k, n in zip(keys, names)]
+    return bos + ICL_PREFIX + "".join(chunks) + chunks[query] + eos
 
 
 def keep_copyable(labels: torch.Tensor, answers: list[str]) -> torch.Tensor:

@@ -155,8 +155,8 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
             raise ConfigError("data.stream: random few-shot shots need every row in memory; use data.shots: row or data.stream: false")
         builder = SampleBuilder(model.tokenizer, stage, model.config.lm.max_length, cfg.data.icl_fraction,
                                 list(cfg.data.icl_shots), cfg.data.task_prefix_prob, shot_source(cfg.data.shots, rows or []),
-                                cfg.data.icl_relabel, relabel_pool(rows) if cfg.data.icl_relabel > 0 and rows else [],
-                                cfg.data.icl_loss, cfg.data.icl_self)
+                                cfg.data.icl_relabel, relabel_pool(rows) if (cfg.data.icl_relabel > 0 or cfg.data.recall > 0) and rows else [],
+                                cfg.data.icl_loss, cfg.data.icl_self, cfg.data.recall)
         val_builder = SampleBuilder(model.tokenizer, stage, model.config.lm.max_length)
 
     mon = Monitor(out, total_steps, step, d.main, cfg.progress, cfg.tensorboard)
