@@ -6,7 +6,8 @@
 #   4. sft (with those shots) -> chat                               audioflamingo train -c configs/train/af-mini-*.yaml
 #   5. copy the result into audioflamingo/assets/af-mini            (what load_model() and `ask` default to)
 # Usage: scripts/train_af_mini.sh [CORPUS_DIR] [RUN_DIR]     (defaults: data/corpus-standard, runs/af-mini)
-# Extra overrides for every stage can be given in $TRAIN_ARGS, e.g. TRAIN_ARGS="--progress=false".
+# Extra overrides for every stage can be given in $TRAIN_ARGS, e.g. TRAIN_ARGS="--progress=false", and extra
+# corpus builder flags in $CORPUS_FLAGS (the shipped model used none; e.g. "--balance-label-sets --continuous-sweeps").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${1:-data/corpus-standard}
@@ -15,7 +16,7 @@ PY=${PYTHON:-python}
 AF="$PY -m audioflamingo"
 
 if [ ! -f "$CORPUS/train.jsonl" ]; then
-  $AF data build-corpus --plan standard --seed 0 --balance-label-sets --continuous-sweeps --out "$CORPUS"
+  $AF data build-corpus --plan standard --seed 0 ${CORPUS_FLAGS:-} --out "$CORPUS"
 fi
 
 common="--data.train=[$CORPUS/train.jsonl] --data.val=[$CORPUS/val.jsonl] --encoder_cache=$RUN/encoder_cache.pt ${TRAIN_ARGS:-}"
