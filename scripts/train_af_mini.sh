@@ -7,7 +7,7 @@
 #   5. copy the result into audioflamingo/assets/af-mini            (what load_model() and `ask` default to)
 # Usage: scripts/train_af_mini.sh [CORPUS_DIR] [RUN_DIR]     (defaults: data/corpus-standard, runs/af-mini)
 # Extra overrides for every stage can be given in $TRAIN_ARGS, e.g. TRAIN_ARGS="--progress=false", and extra
-# corpus builder flags in $CORPUS_FLAGS (the shipped model used none; e.g. "--balance-label-sets --continuous-sweeps").
+# corpus builder flags in $CORPUS_FLAGS (the shipped model used none; the next one: "--balance-label-sets --continuous-sweeps --varied-synthesis").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${1:-data/corpus-standard}

@@ -165,3 +165,32 @@ def test_continuous_sweeps_are_all_distinct_and_spread_over_groups():
     assert len(others(signal_candidates(40, np.random.default_rng(1), True))) == 30
     x = render_signal(free[0].render, 16000)
     assert abs(len(x) - free[0].render["seconds"] * 16000) <= 1 and np.abs(x).max() > 0.3
+
+
+def test_varied_synthesis_makes_chords_and_noise_distinct_and_leaves_the_default_unchanged():
+    """--varied-synthesis: every chord clip distinct (the default has one per instrument, root and quality, so
+    deduplication caps chord quality items) and noise over many more split groups; off, the draws are the
+    standard plan's."""
+    from audioflamingo.data import music
+    from audioflamingo.data.synth import render_signal, signal_candidates
+
+    chords = lambda varied: [c for c in music.music_candidates(900, np.random.default_rng(3), varied) if c.uid.startswith("music/chord")]  # noqa: E731
+    fixed, free = chords(False), chords(True)
+    key = lambda c: tuple(sorted((k, str(v)) for k, v in c.render.items()))  # noqa: E731
+    assert len(free) == len({key(c) for c in free}) == 300
+    assert len({key(c) for c in fixed}) == len({(c.render["program"], c.render["root"], c.render["quality"]) for c in fixed}) < 300
+    assert all(c.render["seconds"] == 2.0 and "velocity" not in c.render for c in fixed)
+    assert {c.facts["chord_quality"] for c in free} == {c.facts["chord_quality"] for c in fixed}
+    assert all(c.facts["root"] == music.NOTE_NAMES[c.render["root"] % 12] for c in free)  # the octave leaves the root's name
+    noise = lambda varied: [c for c in signal_candidates(1200, np.random.default_rng(1), False, varied) if c.uid.startswith("signal/noise")]  # noqa: E731
+    assert len({c.group for c in noise(False)}) <= 9 and len({c.group for c in noise(True)}) >= 24
+    # off: exactly the draws of the standard plan before the flag existed (the shipped corpus rebuilds unchanged);
+    # digests of (uid, group, render) taken from the code before the flag was added
+    import hashlib
+    import json
+
+    digest = lambda cs: hashlib.sha256(json.dumps([(c.uid, c.group, c.render) for c in cs], sort_keys=True).encode()).hexdigest()[:16]  # noqa: E731
+    assert digest(signal_candidates(200, np.random.default_rng(1))) == "874540d8981d925b"
+    assert digest(music.music_candidates(90, np.random.default_rng(3))) == "91ae7b415ac1e1eb"
+    x = render_signal(noise(True)[0].render, 16000)
+    assert abs(np.abs(x).max() - noise(True)[0].render["level"]) < 1e-5

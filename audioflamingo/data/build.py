@@ -82,6 +82,7 @@ class BuildConfig:
     packages: list[str] = field(default_factory=list)  # extra packages on top of the plan's
     balance_label_sets: bool = False  # every closed label set gets val/test groups (splits.balance_label_sets)
     continuous_sweeps: bool = False  # sweeps from continuous parameters (the default plan has 36 distinct sweeps)
+    varied_synthesis: bool = False  # noise and chords with varied length/level/octave (the default plan dedups chords to one per instrument, root and quality)
 
 
 def default_cache() -> Path:
@@ -247,10 +248,10 @@ def build_corpus(cfg: BuildConfig) -> dict:
         keep = sorted(rng.choice(len(cands), size=plan.max_real, replace=False))
         cands = [cands[i] for i in keep]
     texts = _fortunes(cache) if plan.fortunes else None
-    cands += synth.signal_candidates(plan.signals, np.random.default_rng([cfg.seed, 1]), cfg.continuous_sweeps)
+    cands += synth.signal_candidates(plan.signals, np.random.default_rng([cfg.seed, 1]), cfg.continuous_sweeps, cfg.varied_synthesis)
     cands += synth.speech_candidates(plan.speech, np.random.default_rng([cfg.seed, 2]), texts)
     if music.music_available():
-        cands += music.music_candidates(plan.music, np.random.default_rng([cfg.seed, 3]))
+        cands += music.music_candidates(plan.music, np.random.default_rng([cfg.seed, 3]), cfg.varied_synthesis)
     else:
         print("[corpus] warning: fluidsynth or a GM soundfont is missing: no synthetic music", file=sys.stderr)
 

@@ -21,6 +21,9 @@ def add_commands(subparsers) -> None:
                    help="move whole groups from train so every closed label set has at least max(2, 10%%) of its groups in val and in test")
     b.add_argument("--continuous-sweeps", action="store_true",
                    help="draw tone sweeps from continuous ranges (the standard plan's 36 parameter combinations leave at most 36 sweeps after deduplication)")
+    b.add_argument("--varied-synthesis", action="store_true",
+                   help="vary the length and level of coloured noise and the length, loudness and octave of chords (the standard plan keeps one chord "
+                        "per instrument, root and quality after deduplication and puts noise in 9 split groups)")
     b.set_defaults(func=_build)
 
     c = sub.add_parser("check", help="report missing, unreadable, silent, duplicate audio and malformed rows")
@@ -53,7 +56,7 @@ def _build(args: argparse.Namespace) -> int:
 
     cfg = BuildConfig(out=args.out, plan=args.plan, seed=args.seed, rate=args.rate, cache=args.cache,
                       workers=args.workers, packages=args.package, balance_label_sets=args.balance_label_sets,
-                      continuous_sweeps=args.continuous_sweeps)
+                      continuous_sweeps=args.continuous_sweeps, varied_synthesis=args.varied_synthesis)
     s = build_corpus(cfg)
     print(f"corpus {args.out}: {s['clips']} clips, {s['hours']} h, items {s['items']}, "
           f"{len(s['dropped_duplicates'])} duplicates and {len(s['dropped_silent'])} silent clips dropped, "

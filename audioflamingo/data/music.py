@@ -43,8 +43,11 @@ def music_available() -> bool:
     return shutil.which("fluidsynth") is not None and find_soundfont() is not None
 
 
-def music_candidates(n: int, rng: np.random.Generator) -> list[Candidate]:
-    """n clips cycling through: one chord, a run of N notes, a chord progression over a groove."""
+def music_candidates(n: int, rng: np.random.Generator, varied_chords: bool = False) -> list[Candidate]:
+    """n clips cycling through: one chord, a run of N notes, a chord progression over a groove.
+    A chord is fixed by instrument, root and quality (2 s, one loudness, one octave), so deduplication keeps
+    at most one clip per combination; `varied_chords` draws its length (1.5-3 s), loudness and octave too,
+    so every chord clip is distinct (the split group stays instrument + root + quality)."""
     progs = sorted(INSTRUMENTS)
     out = []
     for i in range(n):
@@ -55,7 +58,11 @@ def music_candidates(n: int, rng: np.random.Generator) -> list[Candidate]:
         p: dict = {"op": "midi", "program": prog, "form": form}
         if form == "chord":
             quality = sorted(CHORDS)[int(rng.integers(len(CHORDS)))]
-            p.update(root=48 + root, quality=quality, seconds=2.0)
+            if varied_chords:
+                p.update(root=36 + 12 * int(rng.integers(0, 3)) + root, quality=quality, seconds=round(float(rng.uniform(1.5, 3.0)), 2),
+                         velocity=int(rng.integers(60, 121)))
+            else:
+                p.update(root=48 + root, quality=quality, seconds=2.0)
             facts = {"instrument": inst, "chord_quality": quality, "root": NOTE_NAMES[root],
                      "phrase": f"{_a(NOTE_NAMES[root])} {quality} chord played on {_a(inst)}"}
             group = f"chord:{prog}:{root}:{quality}"
@@ -111,7 +118,7 @@ def events_for(p: dict) -> tuple[list[tuple[float, bytes]], int, float]:
     if p["form"] == "chord":
         tempo, length = 60, p["seconds"]
         for k in CHORDS[p["quality"]]:
-            ev += note(0.1, p["seconds"] - 0.4, p["root"] + k)
+            ev += note(0.1, p["seconds"] - 0.4, p["root"] + k, p.get("velocity", 96))
     elif p["form"] == "notes":
         tempo = p["tempo"]
         for j, k in enumerate(p["pitches"]):

@@ -27,11 +27,13 @@ NOISE_COLOURS = ("white", "pink", "brown")
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
-def signal_candidates(n: int, rng: np.random.Generator, continuous_sweeps: bool = False) -> list[Candidate]:
+def signal_candidates(n: int, rng: np.random.Generator, continuous_sweeps: bool = False, varied_noise: bool = False) -> list[Candidate]:
     """n clips spread over beeps (count, frequency), DTMF digit strings, coloured noise and sweeps.
     Sweeps draw their ends and length from 3 x 3 x 2 values (at most 36 distinct clips survive
     deduplication), or with `continuous_sweeps` from continuous ranges (every sweep distinct; grouped by
-    direction and octave band so near-identical sweeps stay on one side of the split)."""
+    direction and octave band so near-identical sweeps stay on one side of the split). Coloured noise lasts
+    1, 2 or 3 s (9 split groups in all), or with `varied_noise` 0.8-3.0 s at a random level (grouped by colour
+    and quarter second: ~27 groups, so every colour can have train, val and test groups)."""
     out = []
     for i in range(n):
         kind = ("beeps", "dtmf", "noise", "sweep")[i % 4]
@@ -48,9 +50,14 @@ def signal_candidates(n: int, rng: np.random.Generator, continuous_sweeps: bool 
             group = f"dtmf:{digits}"
         elif kind == "noise":
             colour = NOISE_COLOURS[int(rng.integers(0, 3))]
-            p = {"op": "noise", "colour": colour, "seconds": float(rng.choice([1.0, 2.0, 3.0])), "seed": int(rng.integers(1 << 31))}
+            if varied_noise:
+                p = {"op": "noise", "colour": colour, "seconds": round(float(rng.uniform(0.8, 3.0)), 2),
+                     "seed": int(rng.integers(1 << 31)), "level": round(float(rng.uniform(0.1, 0.4)), 3)}
+                group = f"noise:{colour}:{int(p['seconds'] * 4)}"
+            else:
+                p = {"op": "noise", "colour": colour, "seconds": float(rng.choice([1.0, 2.0, 3.0])), "seed": int(rng.integers(1 << 31))}
+                group = f"noise:{colour}:{p['seconds']}"
             facts = {"noise_colour": colour, "phrase": f"steady {colour} noise"}
-            group = f"noise:{colour}:{p['seconds']}"
         elif continuous_sweeps:
             lo, hi = float(np.exp(rng.uniform(np.log(80), np.log(400)))), float(np.exp(rng.uniform(np.log(1500), np.log(5000))))
             up = bool(rng.integers(0, 2))
@@ -97,7 +104,7 @@ def render_signal(p: dict, rate: int) -> np.ndarray:
         f = np.maximum(np.fft.rfftfreq(n, 1 / rate), 1.0)
         spec *= {"white": 1.0, "pink": 1 / np.sqrt(f), "brown": 1 / f}[p["colour"]]
         x = np.fft.irfft(spec, n)
-        return (0.3 * x / (np.max(np.abs(x)) + 1e-9)).astype(np.float32)
+        return (p.get("level", 0.3) * x / (np.max(np.abs(x)) + 1e-9)).astype(np.float32)
     if p["op"] == "sweep":
         t = np.arange(int(p["seconds"] * rate)) / rate
         k = np.log(p["f1"] / p["f0"]) / p["seconds"]  # exponential sweep
