@@ -314,6 +314,8 @@ def test_recall_drill_is_text_only_and_trains_only_the_copyable_name():
     assert any(t.split("{}")[0] in s.text for t in RECALL_PROMPTS)
     # off by default, and never in the chat stage
     assert SampleBuilder(tok, "sft", 256).build(row, np.random.default_rng(0)).audios == ["r.wav"]
+    chat = SampleBuilder(tok, "chat", 256, icl_shots=[2], label_pool=pool, recall=1.0)
+    assert all(chat.build(row, np.random.default_rng(seed)).audios == ["r.wav"] for seed in range(5))
     with pytest.raises(Exception, match="label pool"):
         SampleBuilder(tok, "sft", 256, icl_shots=[8], label_pool=pool[:5], recall=1.0).build(row, np.random.default_rng(0))
 
