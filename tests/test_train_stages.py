@@ -139,6 +139,24 @@ def test_blend_weights_are_passes_per_epoch():
     assert mix_counts(epoch_mix(names, {"a": 0}, 1.0, 0, 0), names) == {"b": 8, "c": 6}
 
 
+def test_label_set_weights_multiply_the_rows_of_a_label_set_only():
+    from audioflamingo.train.blend import Blend, MixSource
+
+    rows = ([{"dataset": "music", "task": "classification", "label_set": "tempo"}] * 4
+            + [{"dataset": "music", "task": "classification", "label_set": "instrument"}] * 6
+            + [{"dataset": "music", "task": "aqa", "label_set": "tempo"}] * 2
+            + [{"dataset": "music", "task": "caption"}] * 5 + [{"dataset": "noise", "task": "caption"}] * 3)
+    blend = Blend({"music": 1.5}, 1.0, {}, {"tempo": 3.0})
+    assert blend.name(rows[0]) == "music/classification/tempo" and blend.name(rows[-1]) == "noise/caption"
+    counts = MixSource(rows, blend, seed=0, batch_size=1).counts(0)
+    # tempo rows: 1.5 x 3 = 4.5 passes (of classification and AQA alike); the others keep their dataset weight
+    # (captions: 5 once + round(0.5 x 5) = 2 of a seeded half)
+    assert counts == {"music/aqa/tempo": 9, "music/caption": 5 + 2, "music/classification/instrument": 9,
+                      "music/classification/tempo": 18, "noise/caption": 3}
+    # without label-set weights the names (and the logged mix) stay per dataset
+    assert MixSource(rows, Blend({"music": 1.5}), seed=0, batch_size=1).counts(0) == {"music": 17 + 8, "noise": 3}
+
+
 def test_epoch_mix_is_logged(corpus, tmp_path):
     cfg = tiny_config(corpus, tmp_path, "sft", **{"data.weights": {"noise": 2.0, "tones": 0.5}, "max_steps": 1})
     train(cfg)

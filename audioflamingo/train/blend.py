@@ -18,19 +18,26 @@ import numpy as np
 
 @dataclass
 class Blend:
-    """What a row counts as for blending (its dataset, or dataset/task when task weights are given) and that
-    name's weight in passes per epoch."""
+    """What a row counts as for blending and that name's weight in passes per epoch. The name is the row's
+    dataset; `dataset/task` when task or label-set weights are given; `dataset/task/label_set` for a row of a
+    closed label set (classification and AQA rows carry `label_set`) when label-set weights are given."""
 
     weights: dict = field(default_factory=dict)  # dataset -> passes per epoch
     default: float = 1.0
     task_weights: dict = field(default_factory=dict)  # task -> factor on its dataset's weight
+    label_set_weights: dict = field(default_factory=dict)  # label set -> factor on its dataset's (and task's) weight
 
     def name(self, row: dict) -> str:
-        return f"{row['dataset']}/{row['task']}" if self.task_weights else row["dataset"]
+        if not (self.task_weights or self.label_set_weights):
+            return row["dataset"]
+        if self.label_set_weights and row.get("label_set"):
+            return f"{row['dataset']}/{row['task']}/{row['label_set']}"
+        return f"{row['dataset']}/{row['task']}"
 
     def weight(self, name: str) -> float:
-        dataset, _, task = name.partition("/")
+        dataset, task, label_set = (name.split("/") + ["", ""])[:3]
         w = float(self.weights.get(dataset, self.default)) * float(self.task_weights.get(task, 1.0) if task else 1.0)
+        w *= float(self.label_set_weights.get(label_set, 1.0) if label_set else 1.0)
         if w < 0:
             raise ValueError(f"data.weights[{name!r}] = {w}: weights are passes per epoch and must be >= 0")
         return w

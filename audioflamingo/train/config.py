@@ -33,6 +33,7 @@ class DataConfig:
     tasks: list | None = None  # keep only these tasks (None: the stage's default: dialog rows for chat, others else)
     exclude_tasks: list = field(default_factory=list)
     task_weights: dict = field(default_factory=dict)  # task -> factor on its dataset's weight (blend per dataset/task)
+    label_set_weights: dict = field(default_factory=dict)  # label set -> factor on the weight of its rows (classification/AQA rows with `label_set`)
     chat_plain: bool = False  # chat stage: also train on single-turn rows (keeps them from being forgotten)
     icl_fraction: float = 0.0  # share of samples turned into interleaved few-shot samples (sft)
     icl_shots: list = field(default_factory=lambda: [4, 8])  # shot counts drawn from, AF1 used 4 or 8

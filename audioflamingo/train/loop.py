@@ -251,7 +251,7 @@ def _data(cfg, clips: ClipStore, d: dist_.Dist):
         keep = RowFilter(stage, data.tasks, list(data.exclude_tasks), data.chat_plain)
         val_keep = RowFilter(stage, data.tasks, list(data.exclude_tasks))
     val_rows = [r for r in read_sources(data.val, clips.bytes) if val_keep(r)][: data.max_val]
-    blend = Blend(dict(data.weights), data.default_weight, dict(data.task_weights))
+    blend = Blend(dict(data.weights), data.default_weight, dict(data.task_weights), dict(data.label_set_weights))
     if data.stream:
         from audioflamingo.train.stream import ClipDecoder, StreamSource
 
