@@ -1,0 +1,98 @@
+"""Does the frozen audio encoder carry a label set? A linear probe and a 1-nearest-neighbour classifier on
+the encoder outputs cached by training (`encoder_cache`), per closed label set of a corpus.
+
+    python scripts/probe_label_sets.py --corpus data/corpus-standard --cache runs/af-mini/encoder_cache.pt
+
+Features per clip: the mean over windows and tokens of the cached encoder output (W, T, D) -> (D,).
+Trained on the train split's clips, scored on val + test clips (audio never in train), next to the
+majority class. A label set the probe separates but the model does not is a training problem (too few
+items, too little weight), not an encoder problem; one the probe cannot separate needs a better encoder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def clip_labels(corpus: Path) -> dict[str, dict[str, tuple[str, str]]]:
+    """label set -> {audio path as the cache keys it: (label, split)} from the corpus' train/val/test manifests."""
+    out: dict[str, dict[str, tuple[str, str]]] = defaultdict(dict)
+    for split in ("train", "val", "test"):
+        for line in (corpus / f"{split}.jsonl").read_text().splitlines():
+            row = json.loads(line)
+            if row.get("label_set") and row.get("label"):
+                out[row["label_set"]][str(corpus / row["audio"])] = (row["label"], split)
+    return out
+
+
+def probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, classes: int, l2: float = 1e-3,
+          steps: int = 100) -> torch.Tensor:
+    """L2-regularised multinomial logistic regression (L-BFGS) on standardised features -> predicted classes
+    of test_x. (Adam would move the weights of noise features as fast as the informative ones.)"""
+    mu, sd = train_x.mean(0), train_x.std(0) + 1e-5
+    x = (train_x - mu) / sd  # (n, D)
+    w = torch.zeros(x.shape[1], classes, requires_grad=True)
+    b = torch.zeros(classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def loss():
+        opt.zero_grad()
+        out = F.cross_entropy(x @ w + b, train_y) + l2 * (w**2).sum()
+        out.backward()
+        return out
+
+    opt.step(loss)
+    with torch.no_grad():
+        return (((test_x - mu) / sd) @ w + b).argmax(1)
+
+
+def nearest(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor) -> torch.Tensor:
+    sims = F.normalize(test_x, dim=1) @ F.normalize(train_x, dim=1).T  # (n_test, n_train)
+    return train_y[sims.argmax(1)]
+
+
+def score(feats: dict[str, torch.Tensor], labels: dict[str, tuple[str, str]]) -> dict | None:
+    items = [(a, lab, split) for a, (lab, split) in sorted(labels.items()) if a in feats]
+    names = sorted({lab for _, lab, _ in items})
+    train = [(a, lab) for a, lab, s in items if s == "train"]
+    held = [(a, lab) for a, lab, s in items if s != "train"]
+    if len(names) < 2 or not train or not held:
+        return None
+    pooled = lambda rows: torch.stack([feats[a].float().mean(dim=tuple(range(feats[a].dim() - 1))) for a, _ in rows])  # (n, D)
+    x, y = pooled(train), torch.tensor([names.index(lab) for _, lab in train])
+    xt, yt = pooled(held), torch.tensor([names.index(lab) for _, lab in held])
+    return {"labels": len(names), "train_clips": len(train), "eval_clips": len(held),
+            "probe": float((probe(x, y, xt, len(names)) == yt).float().mean()),
+            "nearest": float((nearest(x, y, xt) == yt).float().mean()),
+            "majority": float((yt == y.mode().values).float().mean())}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--corpus", required=True, help="corpus folder (train/val/test.jsonl)")
+    ap.add_argument("--cache", required=True, help="encoder cache of a training run (encoder_cache.pt)")
+    ap.add_argument("--out", default=None, help="also write the results as JSON here")
+    args = ap.parse_args(argv)
+    cache = torch.load(args.cache, weights_only=False)  # our own file: {"fingerprint", "feats": {path: (W, T, D)}}
+    feats = cache["feats"]
+    results = {}
+    print(f"{'label set':18s} {'labels':>6s} {'train':>6s} {'eval':>5s} {'probe':>6s} {'1-NN':>6s} {'majority':>8s}")
+    for name, labels in sorted(clip_labels(Path(args.corpus)).items()):
+        r = score(feats, labels)
+        if r is None:
+            continue
+        results[name] = r
+        print(f"{name:18s} {r['labels']:6d} {r['train_clips']:6d} {r['eval_clips']:5d} {r['probe']:6.2f} {r['nearest']:6.2f} {r['majority']:8.2f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"corpus": args.corpus, "cache": args.cache, "fingerprint": cache.get("fingerprint"),
+                                              "label_sets": results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

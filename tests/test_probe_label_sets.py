@@ -1,0 +1,41 @@
+"""scripts/probe_label_sets.py: the linear probe separates what the features carry and nothing else."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("probe_label_sets", ROOT / "scripts" / "probe_label_sets.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_probe_finds_a_carried_label_set_and_not_a_random_one(tmp_path, capsys):
+    g = torch.Generator().manual_seed(0)
+    feats, rows = {}, {"train": [], "val": [], "test": []}
+    for i in range(120):
+        split = "train" if i < 80 else ("val" if i < 100 else "test")
+        carried, random_label = ["low", "mid", "high"][i % 3], ["a", "b", "c"][int(torch.randint(3, (1,), generator=g))]
+        x = torch.randn(2, 4, 16, generator=g)  # (W, T, D) as the encoder cache stores it
+        x[..., 0] += 3.0 * (i % 3)  # the carried label moves one feature; the random one nothing
+        feats[str(tmp_path / f"audio/c{i}.wav")] = x
+        for ls, lab in (("carried", carried), ("random", random_label)):
+            rows[split].append({"audio": f"audio/c{i}.wav", "task": "classification", "label_set": ls, "label": lab})
+        rows[split].append({"audio": f"audio/c{i}.wav", "task": "caption", "answer": "a clip"})  # no label set: ignored
+    for split, rs in rows.items():
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
+    torch.save({"fingerprint": "f", "feats": feats}, tmp_path / "cache.pt")
+    mod = _script()
+    mod.main(["--corpus", str(tmp_path), "--cache", str(tmp_path / "cache.pt"), "--out", str(tmp_path / "out.json")])
+    res = json.loads((tmp_path / "out.json").read_text())["label_sets"]
+    assert set(res) == {"carried", "random"}
+    assert res["carried"]["train_clips"] == 80 and res["carried"]["eval_clips"] == 40 and res["carried"]["labels"] == 3
+    assert res["carried"]["probe"] >= 0.95 and res["carried"]["nearest"] > res["random"]["nearest"]
+    assert res["random"]["probe"] < 0.6  # 3 classes: chance 1/3
+    assert "carried" in capsys.readouterr().out
