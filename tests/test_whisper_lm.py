@@ -63,6 +63,7 @@ def test_greedy_decoding_equals_ctranslate2_whisper(lms):
 @torch.no_grad()
 def test_plain_lm_equals_the_decoder_with_zero_memory(lms):
     plain, full, tok = lms
+    assert plain.config.eos_token_id == tok.eos_token_id == EOT  # taken from the tokenizer
     assert not plain.config.add_cross_attention and plain.lm_head.weight.data_ptr() == plain.transformer.wte.weight.data_ptr()
     ids = torch.tensor([[SOT, NO_TIMESTAMPS] + tok("A dog barks twice, then a car passes by.")["input_ids"]])
     a = plain(ids).logits  # (1, T, V)

@@ -44,8 +44,9 @@ def _layers(model: Ct2Model) -> int:
     return n
 
 
-def whisper_lm_config(model: Ct2Model, cross_attention: bool = False):
-    """The GPT-2 config of `model`'s decoder."""
+def whisper_lm_config(model: Ct2Model, cross_attention: bool = False, eot: int = 50256):
+    """The GPT-2 config of `model`'s decoder; `eot` = the id of `<|endoftext|>` (50256 in the English-only
+    models' vocabulary, 50257 in the multilingual ones': take it from the tokenizer)."""
     from transformers import GPT2Config
 
     emb = model.variables["decoder/embeddings/weight"].shape  # (V, E)
@@ -56,7 +57,7 @@ def whisper_lm_config(model: Ct2Model, cross_attention: bool = False):
                       n_head=int(model.raw("decoder/num_heads")), n_inner=4 * emb[1], activation_function="gelu",
                       layer_norm_epsilon=1e-5, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                       add_cross_attention=cross_attention, tie_word_embeddings=True,
-                      bos_token_id=50256, eos_token_id=50256)
+                      bos_token_id=eot, eos_token_id=eot)
 
 
 def whisper_lm_state_dict(model: Ct2Model, cross_attention: bool = False) -> dict[str, torch.Tensor]:
@@ -114,13 +115,14 @@ def whisper_lm(source: str | Path = "tiny.en", cross_attention: bool = False):
     from transformers import GPT2LMHeadModel
 
     model = read_whisper(source)
-    lm = GPT2LMHeadModel(whisper_lm_config(model, cross_attention))
+    tok = whisper_tokenizer(source)
+    lm = GPT2LMHeadModel(whisper_lm_config(model, cross_attention, tok.convert_tokens_to_ids(EOT)))
     missing, unexpected = lm.load_state_dict(whisper_lm_state_dict(model, cross_attention), strict=False)
     missing = [m for m in missing if not m.endswith(".attn.bias") and not m.endswith(".attn.masked_bias")]
     if missing or unexpected:
         raise RuntimeError(f"Whisper -> GPT-2 mapping incomplete: missing {missing[:5]}, unexpected {unexpected[:5]}")
     lm.tie_weights()
-    return lm.eval(), whisper_tokenizer(source)
+    return lm.eval(), tok
 
 
 def save_whisper_lm(source: str | Path, out: str | Path) -> Path:
