@@ -187,6 +187,20 @@ class MelConfig:
 
 
 @dataclass
+class PitchConfig:
+    """Pitch-class features beside the mel front end (off by default). A 25 ms mel STFT has 40 Hz bins, wider
+    than a semitone below ~700 Hz, so chord quality and key are nearly invisible to it; this branch takes a long
+    STFT onto a semitone grid, folds it to a chroma per frame and adds the chroma with its transposition-invariant
+    pair and triple correlations (major and minor differ in the triples, not the pairs) to the frame features
+    through a zero-initialised projection: with fresh weights the encoder computes exactly what it did without."""
+
+    enabled: bool = False
+    n_fft: int = 4096  # 256 ms at 16 kHz: 3.9 Hz bins, about a semitone at 65 Hz (C2)
+    midi_low: int = 36  # lowest semitone of the grid (C2)
+    midi_high: int = 96  # highest (C7)
+
+
+@dataclass
 class EncoderConfig:
     """CLAP-style audio tower: log-mel -> conv stem -> Transformer -> `tokens_per_window` vectors."""
 
@@ -198,6 +212,7 @@ class EncoderConfig:
     out_dim: int = 1024  # width of each window vector (AF1: 1024)
     mel: MelConfig = field(default_factory=MelConfig)
     htsat: dict = field(default_factory=dict)  # HTS-AT geometry when kind == "htsat"
+    pitch: PitchConfig = field(default_factory=PitchConfig)  # pitch-class branch (conv-transformer only)
 
 
 @dataclass

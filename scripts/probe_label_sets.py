@@ -7,6 +7,12 @@ Features per clip: the mean over windows and tokens of the cached encoder output
 Trained on the train split's clips, scored on val + test clips (audio never in train), next to the
 majority class. A label set the probe separates but the model does not is a training problem (too few
 items, too little weight), not an encoder problem; one the probe cannot separate needs a better encoder.
+
+    python scripts/probe_label_sets.py --corpus data/corpus-standard --pitch [--label-sets chord_quality,key]
+
+`--pitch` probes the parameter-free pitch-class features of the encoder's pitch branch (`encoder.pitch`,
+`PitchClassFeatures`: chroma, interval and triad profiles per frame) computed from the audio, mean over
+frames, instead of a cache: what the pitch branch can give the encoder head.
 """
 
 from __future__ import annotations
@@ -73,17 +79,44 @@ def score(feats: dict[str, torch.Tensor], labels: dict[str, tuple[str, str]]) ->
             "majority": float((yt == y.mode().values).float().mean())}
 
 
+def pitch_features(corpus: Path, audios, sample_rate: int = 16000) -> dict[str, torch.Tensor]:
+    """{audio path: (73,) mean over frames of PitchClassFeatures} for the clips `audios`, read from `corpus`."""
+    from tqdm import tqdm
+
+    from audioflamingo.audio import load_audio
+    from audioflamingo.config import PitchConfig
+    from audioflamingo.model.encoder import PitchClassFeatures
+
+    branch = PitchClassFeatures(PitchConfig(enabled=True), sample_rate, hop=320)
+    out = {}
+    with torch.no_grad():
+        for a in tqdm(sorted(audios), desc="pitch features", unit="clip"):
+            wave = torch.from_numpy(load_audio(a, sample_rate).samples).float()[None]  # (1, S)
+            out[a] = branch(wave, wave.shape[1] // 320 + 1)[0]  # (F', 73)
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", required=True, help="corpus folder (train/val/test.jsonl)")
-    ap.add_argument("--cache", required=True, help="encoder cache of a training run (encoder_cache.pt)")
+    ap.add_argument("--cache", default=None, help="encoder cache of a training run (encoder_cache.pt)")
+    ap.add_argument("--pitch", action="store_true", help="probe the pitch branch's features (from the audio) instead of a cache")
+    ap.add_argument("--label-sets", default=None, help="comma-separated label sets to probe (default: all)")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
-    cache = torch.load(args.cache, weights_only=False)  # our own file: {"fingerprint", "feats": {path: (W, T, D)}}
+    if bool(args.cache) == args.pitch:
+        ap.error("give either --cache or --pitch")
+    sets = clip_labels(Path(args.corpus))
+    if args.label_sets:
+        sets = {k: v for k, v in sets.items() if k in args.label_sets.split(",")}
+    if args.pitch:
+        cache = {"fingerprint": "pitch-class features", "feats": pitch_features(Path(args.corpus), {a for v in sets.values() for a in v})}
+    else:
+        cache = torch.load(args.cache, weights_only=False)  # our own file: {"fingerprint", "feats": {path: (W, T, D)}}
     feats = cache["feats"]
     results = {}
     print(f"{'label set':18s} {'labels':>6s} {'train':>6s} {'eval':>5s} {'probe':>6s} {'1-NN':>6s} {'majority':>8s}")
-    for name, labels in sorted(clip_labels(Path(args.corpus)).items()):
+    for name, labels in sorted(sets.items()):
         r = score(feats, labels)
         if r is None:
             continue

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from audioflamingo.config import EncoderConfig, MelConfig
+from audioflamingo.config import EncoderConfig, MelConfig, PitchConfig
 
 
 def hz_to_mel(f):
@@ -64,6 +64,60 @@ class LogMel(nn.Module):
         return (logmel + 4.0) / 4.0  # (B, M, F)
 
 
+def semitone_filterbank(sample_rate: int, n_fft: int, midi_low: int, midi_high: int) -> torch.Tensor:
+    """(P, n_fft // 2 + 1) triangular filters one semitone wide on the MIDI scale, P = midi_high - midi_low + 1:
+    FFT bin k with pitch m(k) = 69 + 12 log2(f_k / 440) weighs 1 - |m(k) - p| into semitone p."""
+    freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64, device="cpu")  # (K,)
+    midi = 69 + 12 * torch.log2(freqs.clamp(min=1e-3) / 440.0)  # (K,)
+    grid = torch.arange(midi_low, midi_high + 1, dtype=torch.float64, device="cpu")  # (P,)
+    return (1 - (midi[None, :] - grid[:, None]).abs()).clamp(min=0).float()  # (P, K)
+
+
+def _pairs() -> tuple[torch.Tensor, torch.Tensor]:
+    i, j = torch.triu_indices(11, 11, offset=1, device="cpu") + 1  # 1 <= i < j <= 11: 55 interval pairs
+    return i, j
+
+
+class PitchClassFeatures(nn.Module):
+    """(B, S) waveforms -> (B, F', 73) per-frame pitch-class features at the stride-2 frame rate of the conv stem:
+    a unit-norm chroma c (12), its interval profile sum_k c[k] c[k+i] for i = 1..6 (6) and its triad profile
+    sum_k c[k] c[k+i] c[k+j] for 1 <= i < j <= 11 (55). The last two are the same for every transposition;
+    major (0, 4, 7) and minor (0, 3, 7) share their intervals but not their triads. Parameter-free."""
+
+    dim = 12 + 6 + 55
+
+    def __init__(self, cfg: PitchConfig, sample_rate: int, hop: int):
+        super().__init__()
+        self.n_fft, self.hop = cfg.n_fft, hop
+        fb = semitone_filterbank(sample_rate, cfg.n_fft, cfg.midi_low, cfg.midi_high)  # (P, K)
+        pitch_class = (torch.arange(cfg.midi_low, cfg.midi_high + 1, device="cpu") % 12)  # (P,)
+        fold = F.one_hot(pitch_class, 12).float().T  # (12, P)
+        self.register_buffer("filters", fold @ fb, persistent=False)  # (12, K): chroma straight from the power
+        self.register_buffer("window", torch.hann_window(cfg.n_fft, device="cpu"), persistent=False)  # (n_fft,)
+        i, j = _pairs()
+        self.register_buffer("tri_i", i, persistent=False)  # (55,)
+        self.register_buffer("tri_j", j, persistent=False)  # (55,)
+
+    def chroma(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, S) -> (B, frames, 12) unit-norm chroma of sqrt-compressed energy; silent frames stay ~0."""
+        spec = torch.stft(x.float(), self.n_fft, self.hop, window=self.window, pad_mode="constant",  # zeros: any length works
+                          return_complex=True)  # (B, K, T)
+        energy = (self.filters @ (spec.abs() ** 2)).clamp(min=0).sqrt()  # (B, 12, T)
+        energy = energy[..., :frames].transpose(1, 2)  # (B, F', 12)
+        floor = 1e-3 * energy.norm(dim=-1).amax(dim=1, keepdim=True)[..., None] + 1e-8  # (B, 1, 1): 60 dB below the loudest frame
+        return energy / (energy.norm(dim=-1, keepdim=True) + floor)  # (B, F', 12)
+
+    def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        return self.profiles(self.chroma(x, frames))  # (B, F', 73)
+
+    def profiles(self, c: torch.Tensor) -> torch.Tensor:
+        """(..., 12) chroma -> (..., 73): the chroma, its interval and its triad profile."""
+        rolled = torch.stack([torch.roll(c, -k, dims=-1) for k in range(12)], dim=-2)  # (B, F', 12 shifts, 12): [.., i, k] = c[k + i]
+        pair = (c[..., None, :] * rolled[..., 1:7, :]).sum(-1)  # (B, F', 6)
+        tri = (c[..., None, :] * rolled[..., self.tri_i, :] * rolled[..., self.tri_j, :]).sum(-1)  # (B, F', 55)
+        return torch.cat([c, pair, tri], dim=-1)  # (B, F', 73)
+
+
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:
     """(length, channels) sinusoidal position table (sin half, cos half)."""
     inc = math.log(max_timescale) / (channels // 2 - 1)
@@ -104,24 +158,43 @@ class AudioEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(E)
         self.pool = AttentionPool(E, cfg.heads, cfg.tokens_per_window)
         self.proj = nn.Linear(E, cfg.out_dim)
+        if cfg.pitch.enabled:  # joins after the trunk, in the head: a frozen (cached) Whisper trunk stays as it is
+            self.pitch = PitchClassFeatures(cfg.pitch, sample_rate, 2 * cfg.mel.hop_length)  # the stem's stride-2 frame rate
+            self.pitch_norm = nn.LayerNorm(PitchClassFeatures.dim)
+            self.pitch_proj = nn.Linear(PitchClassFeatures.dim, E)
+            nn.init.zeros_(self.pitch_proj.weight)  # zero: with fresh weights the head sees only the trunk
+            nn.init.zeros_(self.pitch_proj.bias)
 
     def frames(self, windows: torch.Tensor) -> torch.Tensor:
-        """(B, S) -> (B, F', E) frame features before pooling."""
+        """(B, S) -> (B, F', E) trunk features before the head; with `pitch` on, (B, F', E + 73): the pitch-class
+        features ride along so that a cache of frames (FrameCache) holds everything the head needs."""
         x = self.mel(windows)  # (B, M, F)
         x = F.gelu(self.conv1(x.to(self.conv1.weight.dtype)))  # (B, E, F)
         x = F.gelu(self.conv2(x))  # (B, E, F')
         x = x.transpose(1, 2)  # (B, F', E)
         x = x + self.positions[: x.shape[1]].to(x.dtype)
-        return self.ln_post(self.blocks(x))  # (B, F', E)
+        x = self.ln_post(self.blocks(x))  # (B, F', E)
+        if self.cfg.pitch.enabled:
+            x = torch.cat([x, self.pitch(windows, x.shape[1]).to(x.dtype)], dim=-1)  # (B, F', E + 73)
+        return x
+
+    def head(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, F', E [+ 73]) frames -> (B, N, out_dim): pitch projection (if on), attention pool, projection."""
+        if self.cfg.pitch.enabled:
+            x, p = frames.split([self.cfg.width, PitchClassFeatures.dim], dim=-1)  # (B, F', E), (B, F', 73)
+            frames = x + self.pitch_proj(self.pitch_norm(p))  # (B, F', E)
+        return self.proj(self.pool(frames))  # (B, N, out_dim)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.pool(self.frames(windows)))  # (B, N, out_dim)
+        return self.head(self.frames(windows))  # (B, N, out_dim)
 
 
 def build_encoder(cfg: EncoderConfig, sample_rate: int, window_samples: int) -> nn.Module:
     if cfg.kind == "conv-transformer":
         return AudioEncoder(cfg, sample_rate, window_samples)
     if cfg.kind == "htsat":
+        if cfg.pitch.enabled:
+            raise ValueError("encoder.pitch is for the conv-transformer encoder; the htsat tower has no such branch")
         from audioflamingo.model.htsat import build_htsat_encoder  # AF1's ClapCap tower
 
         return build_htsat_encoder(cfg)

@@ -78,7 +78,7 @@ class ClapStep(nn.Module):
         self.encoder, self.head, self.gather = encoder, head, gather
 
     def forward(self, counts, text_feats, text_ids, windows=None, frames=None):
-        out = self.encoder(windows) if frames is None else self.encoder.proj(self.encoder.pool(frames))  # (W_total, N, E)
+        out = self.encoder(windows) if frames is None else self.encoder.head(frames)  # (W_total, N, E)
         a = audio_embeddings(out, counts)  # (n, E)
         t = self.head(text_feats.to(a.device))  # (n, E)
         ids = text_ids.to(a.device)

@@ -353,7 +353,7 @@ def _features_from_frames(model, frame_cache, clips, path: Path, dtype: str) -> 
     cache = FeatureCache(model, clips, None)
     dev = next(enc.parameters()).device
     for k, f in frame_cache.frames.items():
-        cache.feats[k] = enc.proj(enc.pool(f.float().to(dev))).float().cpu()  # (W, N, E)
+        cache.feats[k] = enc.head(f.float().to(dev)).float().cpu()  # (W, N, E)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"fingerprint": cache.fingerprint, "feats": cache.feats}, tmp)

@@ -16,7 +16,7 @@ from audioflamingo.config import ConfigError
 from audioflamingo.text import MediaIds
 
 GROUPS = ("encoder", "encoder_head", "transform", "xattn", "embeddings", "embeddings:new", "lm", "clap_head")
-HEAD_PREFIXES = ("encoder.pool.", "encoder.proj.")  # "encoder_head": the pool and projection on top of the trunk
+HEAD_PREFIXES = ("encoder.pool.", "encoder.proj.", "encoder.pitch_norm.", "encoder.pitch_proj.")  # "encoder_head": what sits on the trunk
 
 
 def set_trainable(model, groups: list[str], clap_head: nn.Module | None = None) -> dict[str, list[str]]:

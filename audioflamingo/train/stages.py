@@ -186,7 +186,7 @@ def clap_validate(model, head, rows, clips, text_tower, batch: int = 32, frame_c
         if frame_cache is not None:
             chunk = keys[i : i + batch]
             frames = frame_cache(chunk).to(model.device)  # (W_total, F', E)
-            out = enc.proj(enc.pool(frames))  # (W_total, N, E)
+            out = enc.head(frames)  # (W_total, N, E)
             embs.append(audio_embeddings(out, [frame_cache.frames[k].shape[0] for k in chunk]).cpu())
             continue
         wins = [make_windows(clips(k), model.config.audio) for k in keys[i : i + batch]]  # (W_i, S)
