@@ -32,6 +32,26 @@ def test_path_rules_label_only_known_files():
     assert _stem_group("minetest-data", "a/default_wood_footstep.1.ogg") == _stem_group("minetest-data", "b/default_wood_footstep.2.ogg")
 
 
+def test_0ad_rules_read_zip_member_paths():
+    # 0ad-data's sounds are members of mods/public/public.zip; surfaces map onto the shared label names
+    steps = {
+        "audio/actor/singlesteps/fs_grass3.ogg": "grass",
+        "audio/actor/singlesteps/fs_snow_14.ogg": "snow",
+        "audio/actor/singlesteps/fs_rock2.ogg": "stone",
+        "audio/actor/human/movement/Footsteps/Footstep_Gravel_Running.ogg": "gravel",
+        "audio/actor/human/movement/Footsteps/Foorstep_Sand_Walking.ogg": "sand",
+        "audio/actor/human/movement/hstep_run_dirt_MN_11.ogg": "dirt",
+    }
+    for member, surface in steps.items():
+        kind, facts = _label("0ad-data", member)
+        assert (kind, facts["category"], facts["surface"]) == ("sfx", "footsteps", surface), member
+        assert facts["phrase"] == f"footsteps on {surface}"
+    assert _label("0ad-data", "audio/actor/fauna/animal/cattle_03.ogg")[1]["animal"] == "cow"
+    assert _label("0ad-data", "audio/actor/human/death/female_death_07.ogg")[1]["phrase"] == "a woman crying out in pain"
+    assert _label("0ad-data", "audio/attack/weapon/sword_attack_01.ogg") is None  # unclear sounds stay out
+    assert _label("0ad-data", "audio/music/Sunrise.ogg") is None
+
+
 def test_fingerprint_survives_reencoding_but_separates_sounds():
     x = _sound(0)
     y = soxr.resample(soxr.resample(x, 16000, 44100), 44100, 16000).astype(np.float32) * 0.5

@@ -97,6 +97,42 @@ SFX_RULES: dict[str, list[tuple[str, dict]]] = {
         (r"snd/snore", {"category": "human voice", "phrase": "snoring"}),
         (r"snd/typewriter", {"category": "typing", "phrase": "a typewriter"}),
     ],
+    # 0 A.D.: audio lives inside mods/public/public.zip (paths below are zip members)
+    "0ad-data": [
+        *[(rf"singlesteps/fs_{s}_?\d", {**FOOT, "surface": s, "phrase": f"footsteps on {s}"})
+          for s in ("grass", "gravel", "sand", "snow", "wood")],
+        (r"singlesteps/fs_rock\d", {**FOOT, "surface": "stone", "phrase": "footsteps on stone"}),
+        *[(rf"Footsteps/Foo[rt]step_{s.title()}_(Walking|Running)",
+           {**FOOT, "surface": s, "phrase": f"footsteps on {s}"}) for s in ("grass", "gravel", "sand", "wood")],
+        (r"Footsteps/Footstep_Rock_(Walking|Running)", {**FOOT, "surface": "stone", "phrase": "footsteps on stone"}),
+        (r"movement/hstep_(run_)?dirt", {**FOOT, "surface": "dirt", "phrase": "footsteps on dirt"}),
+        (r"mounted/movement/mstep", {"category": "animal", "animal": "horse", "phrase": "a horse's hooves"}),
+        (r"fauna/animal/cattle_", {"category": "animal", "animal": "cow", "phrase": "a cow mooing"}),
+        (r"fauna/animal/chicken_", {"category": "animal", "animal": "chicken", "phrase": "a chicken clucking"}),
+        (r"fauna/animal/horse_", {"category": "animal", "animal": "horse", "phrase": "a horse"}),
+        (r"fauna/animal/pig_", {"category": "animal", "animal": "pig", "phrase": "a pig"}),
+        (r"fauna/animal/sheep_", {"category": "animal", "animal": "sheep", "phrase": "sheep bleating"}),
+        (r"fauna/death/goat_", {"category": "animal", "animal": "goat", "phrase": "a goat bleating"}),
+        (r"fauna/animal/elephant_", {"category": "animal", "animal": "elephant", "phrase": "an elephant"}),
+        (r"fauna/animal/lion_", {"category": "animal", "animal": "lion", "phrase": "a lion roaring"}),
+        (r"fauna/animal/peacock_", {"category": "animal", "animal": "peacock", "phrase": "a peacock calling"}),
+        (r"voice/global/civ_dog_bark", {"category": "animal", "animal": "dog", "phrase": "a dog barking"}),
+        (r"human/death/male_death_", {"category": "human voice", "phrase": "a man crying out in pain"}),
+        (r"human/death/female_death_", {"category": "human voice", "phrase": "a woman crying out in pain"}),
+        (r"weather/rain_", {"category": "rain", "phrase": "rain falling"}),
+        (r"weather/thunder_", {"category": "thunder", "phrase": "thunder"}),
+        (r"weather/wind(gust|storm)?_", {"category": "wind", "phrase": "wind blowing"}),
+        (r"weather/windleaves_", {"category": "wind", "phrase": "wind in the leaves"}),
+        (r"ambient/water/river_", {"category": "water", "phrase": "a river flowing"}),
+        (r"ambient/water/waterfall_", {"category": "water", "phrase": "a waterfall"}),
+        (r"ambient/water/wave", {"category": "water", "phrase": "waves breaking"}),
+        (r"construction/con_saw_", {"category": "sawing", "phrase": "a saw cutting wood"}),
+        (r"lumbering/lumber_tree_\d", {"category": "chopping wood", "phrase": "an axe chopping wood"}),
+        (r"mining/mine_stone_", {"category": "stone impact", "phrase": "a pickaxe striking stone"}),
+        (r"mining/mine_metal_", {"category": "metal impact", "phrase": "a pickaxe striking metal"}),
+        (r"weapon/swordhit_", {"category": "metal impact", "phrase": "swords clashing"}),
+        (r"weapon/Musket_", {"category": "gunshot", "phrase": "a musket being fired"}),
+    ],
     "sonic-pi-samples": [
         (r"misc_crow", {"category": "animal", "animal": "crow", "phrase": "a crow cawing"}),
         (r"perc_bell", {"category": "bell", "phrase": "a bell ringing"}),
@@ -202,7 +238,7 @@ def real_candidates(packages: list[str], cache: Path) -> list[Candidate]:
         entries: list[tuple[str, str | None, Path | None]] = []
         for p in _files(root):
             entries.append((p.relative_to(root).as_posix(), None, None))
-        for z in root.rglob("*.pk3"):  # ufoai: sounds live in a zip
+        for z in sorted([*root.rglob("*.pk3"), *root.rglob("*.zip")]):  # ufoai, 0ad: sounds live in a zip
             entries += [(z.relative_to(root).as_posix(), m, z) for m in _zip_members(z)]
         for rel, member, zpath in entries:
             name = member or rel
