@@ -98,6 +98,11 @@ def test_clap_with_a_frozen_trunk_trains_the_pitch_branch_and_the_head_only(tmp_
         return m
 
     monkeypatch.setattr(loop, "prepare_model", spy)
+    import audioflamingo.train.clap as clap_mod
+
+    filled = []
+    real_fill = clap_mod.FrameCache.fill
+    monkeypatch.setattr(clap_mod.FrameCache, "fill", lambda self, keys, *a, **k: filled.append(len(keys)) or real_fill(self, keys, *a, **k))
     corpus = write_corpus(tmp_path / "corpus")
     cfg = tiny_config(corpus, tmp_path / "run", "clap", **{"optim.weight_decay": 0.0, "max_steps": 3,
                                                              "trainable": ["encoder_head", "clap_head"],
@@ -113,3 +118,4 @@ def test_clap_with_a_frozen_trunk_trains_the_pitch_branch_and_the_head_only(tmp_
             assert not changed, f"{name} is frozen but changed"
     assert not torch.equal(before["encoder.pitch_proj.weight"], model.encoder.pitch_proj.weight)
     assert isinstance(model.encoder, AudioEncoder)
+    assert filled, "the trainable pitch head must not switch the trunk's frame cache off"

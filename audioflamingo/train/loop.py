@@ -29,7 +29,7 @@ from audioflamingo.train.checkpoint import latest_checkpoint, load_checkpoint, r
 from audioflamingo.train.config import STAGE_TRAINABLE, TrainConfig
 from audioflamingo.train.data import AudioBytes, ClipStore, FeatureCache, RowFilter, SampleBuilder, read_sources, relabel_pool, shot_source
 from audioflamingo.train.monitor import Monitor
-from audioflamingo.train.optim import build_optimizer, build_scheduler, new_token_rows, set_trainable
+from audioflamingo.train.optim import HEAD_PREFIXES, build_optimizer, build_scheduler, new_token_rows, set_trainable
 from audioflamingo.train.stages import LMStep, clap_batch, clap_validate, lm_micro_batches, lm_validate, prepare_model
 
 
@@ -101,7 +101,8 @@ def _train(cfg: TrainConfig, resume: bool, d: dist_.Dist) -> dict:
 
         clap_head.to(d.device)
         step_module = ClapStep(model.encoder, clap_head, gather=d.active)  # negatives from every process
-        trunk = [p for n, p in model.encoder.named_parameters() if not n.startswith(("pool.", "proj."))]
+        head = tuple(h.removeprefix("encoder.") for h in HEAD_PREFIXES)  # pool, proj and the pitch branch's head
+        trunk = [p for n, p in model.encoder.named_parameters() if not n.startswith(head)]
         if cfg.cache_encoder and not streamed and not any(p.requires_grad for p in trunk):
             frame_cache = FrameCache(model.encoder, clips, model.config.audio)
             dist_.fill_cache(frame_cache, frame_cache.frames, [r["audio"] for r in rows + val_rows], d, cfg.progress and d.main)
