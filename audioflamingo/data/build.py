@@ -65,7 +65,7 @@ ITEMS_PER_CLIP = {"sfx": 8, "instrument": 5, "music": 5, "mixture": 4, "signal":
 PLANS = {
     "tiny": Plan(["sound-theme-freedesktop", "minetest-data"], 60, speech=28, music=15, signals=16, mixtures=12, scale=0.75),
     "small": Plan(SMALL_PACKAGES, None, speech=1800, music=700, signals=500, mixtures=700, scale=1.0, fortunes=True),
-    "standard": Plan(SMALL_PACKAGES + ["hydrogen-drumkits", "wesnoth-1.16-music", "0ad-data"], None, speech=8000, music=2500, signals=1500, mixtures=3000, scale=1.0,
+    "standard": Plan(SMALL_PACKAGES + ["hydrogen-drumkits", "wesnoth-1.16-music"], None, speech=8000, music=2500, signals=1500, mixtures=3000, scale=1.0,
                      fortunes=True),
 }
 
