@@ -189,13 +189,13 @@ def main() -> None:
 
     # generative tasks, with the nearest-neighbour caption baseline for captioning
     pools = {}  # task -> (train clips, their answer for that task, (P, E) embeddings)
-    for task in ("caption", "caption_long"):
+    for task in ("caption", "caption_long") if train else ():  # none with --no-baselines
         answer = {}
         for r in train:
             if r["task"] == task:
                 answer.setdefault(r["audio"], (r["answer"], r["prompt"]))
         keys = list(answer)
-        pools[task] = (keys, answer, embeddings(feats, keys) if keys else None)
+        pools[task] = (keys, answer, embeddings(feats, keys))
     for task, rows in sorted(by_task.items()):
         preds = []
         for i in tqdm(range(0, len(rows), args.batch), desc=task):
@@ -204,7 +204,7 @@ def main() -> None:
                "examples": [{"audio": Path(r["audio"]).name, "reference": r["answer"], "prediction": p} for p, r in zip(preds[:5], rows[:5])]}
         if args.dump:
             res["all"] = [{"audio": r["audio"], "reference": r["answer"], "prediction": p} for p, r in zip(preds, rows)]
-        if task in pools and pools[task][0]:  # copy the same task's answer of the nearest training clip
+        if task in pools:  # copy the same task's answer of the nearest training clip
             keys, answer, emb = pools[task]
             sims = embeddings(feats, [r["audio"] for r in rows]) @ emb.T  # (n, P)
             copies = [answer[keys[j]][0] for j in sims.argmax(1).tolist()]

@@ -49,6 +49,7 @@ def _stem_group(package: str, name: str) -> str:
 # "phrase" becomes the short caption; "category" is the closed sound-event label.
 
 FOOT = {"category": "footsteps", "surface": "{1}", "phrase": "footsteps on {1}"}
+_0AD_SURFACES = [("grass", "grass"), ("gravel", "gravel"), ("sand", "sand"), ("snow", "snow"), ("wood", "wood"), ("rock", "stone")]
 
 SFX_RULES: dict[str, list[tuple[str, dict]]] = {
     "minetest-data": [
@@ -99,12 +100,10 @@ SFX_RULES: dict[str, list[tuple[str, dict]]] = {
     ],
     # 0 A.D.: audio lives inside mods/public/public.zip (paths below are zip members)
     "0ad-data": [
-        *[(rf"singlesteps/fs_{s}_?\d", {**FOOT, "surface": s, "phrase": f"footsteps on {s}"})
-          for s in ("grass", "gravel", "sand", "snow", "wood")],
-        (r"singlesteps/fs_rock\d", {**FOOT, "surface": "stone", "phrase": "footsteps on stone"}),
-        *[(rf"Footsteps/Foo[rt]step_{s.title()}_(Walking|Running)",
-           {**FOOT, "surface": s, "phrase": f"footsteps on {s}"}) for s in ("grass", "gravel", "sand", "wood")],
-        (r"Footsteps/Footstep_Rock_(Walking|Running)", {**FOOT, "surface": "stone", "phrase": "footsteps on stone"}),
+        # (file name's surface, label): "rock" is the label set's "stone"
+        *[(rf"singlesteps/fs_{name}_?\d", {**FOOT, "surface": s, "phrase": f"footsteps on {s}"}) for name, s in _0AD_SURFACES],
+        *[(rf"Footsteps/Foo[rt]step_{name.title()}_(Walking|Running)", {**FOOT, "surface": s, "phrase": f"footsteps on {s}"})
+          for name, s in _0AD_SURFACES],
         (r"movement/hstep_(run_)?dirt", {**FOOT, "surface": "dirt", "phrase": "footsteps on dirt"}),
         (r"mounted/movement/mstep", {"category": "animal", "animal": "horse", "phrase": "a horse's hooves"}),
         (r"fauna/animal/cattle_", {"category": "animal", "animal": "cow", "phrase": "a cow mooing"}),
