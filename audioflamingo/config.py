@@ -254,6 +254,15 @@ class LMConfig:
 
 
 @dataclass
+class ShotCopyConfig:
+    """Copy from in-context examples (audioflamingo/model/shot_copy.py): with examples in the prompt, the answer's
+    probability is (1 - weight) * the LM's + weight * the similarity-weighted share of examples with that answer."""
+
+    weight: float = 0.0  # λ in [0, 1); 0 = off (the plain LM, as AF1)
+    temperature: float = 0.05  # τ on the cosine similarity of CLAP audio embeddings (query vs each example)
+
+
+@dataclass
 class ModelConfig:
     name: str = "custom"
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -262,6 +271,7 @@ class ModelConfig:
     xattn: XAttnConfig = field(default_factory=XAttnConfig)
     lm: LMConfig = field(default_factory=LMConfig)
     prompt_style: str = "default"  # "af1": AF1's inference strings (audioflamingo.compat.af1_prompts)
+    shot_copy: ShotCopyConfig = field(default_factory=ShotCopyConfig)
 
 
 def load_model_config(source: str | Path | dict, overrides=None) -> ModelConfig:

@@ -46,7 +46,8 @@ def cmd_ask(args) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = load_model(args.model, device=args.device)
+        copy = getattr(args, "shot_copy", None)
+        model = load_model(args.model, device=args.device, overrides=[f"shot_copy.weight={copy}"] if copy is not None else None)
         sources = args.audio if len(args.audio) > 1 else args.audio[0]
         from audioflamingo.retrieval.cli import rag_kwargs
 

@@ -30,7 +30,7 @@ def _load_predictor(args, cfg):
         return BASELINES["majority"](), model_path
     import audioflamingo
 
-    model = audioflamingo.load_model(model_path)
+    model = audioflamingo.load_model(model_path, overrides=args.model_set or None)
     if args.baseline:
         return BASELINES[args.baseline](model), model_path
     return model, model_path
@@ -76,6 +76,8 @@ def add_commands(sub) -> None:
     p.add_argument("--model", help="model checkpoint directory or preset (overrides the config's `model`)")
     p.add_argument("--baseline", choices=["majority", "nn_caption", "clap_zeroshot"],
                    help="evaluate a baseline instead (nn_caption / clap_zeroshot embed with --model)")
+    p.add_argument("--model-set", action="append", metavar="KEY=VALUE",
+                   help="override the model's config (repeatable), e.g. shot_copy.weight=0 to rank without copying")
     p.add_argument("--out", help="output folder (default: the config's output_dir)")
     p.add_argument("--plot", action="store_true", help="also write shots_vs_score.png")
     p.add_argument("--limit", type=int, help="at most this many items per task")

@@ -16,12 +16,19 @@ def _fmt(x: float) -> str:
     return f"{x:.4f}"
 
 
+def _copy_note(copy: dict | None) -> str:
+    if not copy or not copy.get("weight"):
+        return ""
+    return f"; copying from examples on (shot_copy weight {copy['weight']}, temperature {copy['temperature']})"
+
+
 def markdown_table(results: dict) -> str:
     """One row per (task, shots): metric, mean ± std over seeds, runs, items, format failures."""
     lines = [
         f"# Evaluation: {results['config'].get('name', 'eval')}",
         "",
-        f"Model: `{results['model'].get('path')}` (fingerprint `{results['model'].get('fingerprint')}`)",
+        f"Model: `{results['model'].get('path')}` (fingerprint `{results['model'].get('fingerprint')}`)"
+        + _copy_note(results["model"].get("shot_copy")),
         "",
         "| task | metric | shots | score | ± std | runs | items | format failures |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

@@ -288,5 +288,8 @@ def evaluate(cfg: EvalConfig, predictor, model_path: str | None = None, progress
         if baselines and task.baselines:
             entry["baselines"] = _baseline_runs(task, items, pool, made, cfg, progress)
         tasks_out.append(entry)
-    return {"config": to_dict(cfg), "model": {"path": model_path, "fingerprint": model_fingerprint(predictor, model_path)},
-            "tasks": tasks_out}
+    model = {"path": model_path, "fingerprint": model_fingerprint(predictor, model_path)}
+    copy_cfg = getattr(getattr(predictor, "config", None), "shot_copy", None)
+    if copy_cfg is not None:  # inference setting, not a weight: the fingerprint does not cover it
+        model["shot_copy"] = to_dict(copy_cfg)
+    return {"config": to_dict(cfg), "model": model, "tasks": tasks_out}

@@ -19,16 +19,21 @@ class AudioTokens:
 
     tokens:      (B, L, E) window tokens after the transformation layers (padding rows are zeros)
     audio_index: (B, L) long, index of the audio (0-based, in prompt order) each token belongs to; -1 = padding
+
+    embedding:   (B, A, E) optional, each audio's CLAP embedding (unit rows, zeros past a sample's audios), the
+                 same vectors as `AudioFlamingo.embed_audio`; copying from examples weighs them by it
     """
 
     tokens: torch.Tensor
     audio_index: torch.Tensor
+    embedding: torch.Tensor | None = None
 
     def repeat_interleave(self, n: int) -> "AudioTokens":
-        return AudioTokens(self.tokens.repeat_interleave(n, 0), self.audio_index.repeat_interleave(n, 0))
+        emb = self.embedding.repeat_interleave(n, 0) if self.embedding is not None else None
+        return AudioTokens(self.tokens.repeat_interleave(n, 0), self.audio_index.repeat_interleave(n, 0), emb)
 
     def select(self, idx: torch.Tensor) -> "AudioTokens":
-        return AudioTokens(self.tokens[idx], self.audio_index[idx])
+        return AudioTokens(self.tokens[idx], self.audio_index[idx], self.embedding[idx] if self.embedding is not None else None)
 
 
 @dataclass

@@ -175,20 +175,23 @@ class AudioFlamingo(InferenceMixin, nn.Module):
             per_audio = [make_windows(c, cfg) for c in clips]  # U x (W_i, S)
             counts = [w.shape[0] for w in per_audio]
             feats = self.encode_windows(torch.cat(per_audio))  # (W_total, N, E)
+        emb = F.normalize(torch.stack([f.float().mean(dim=(0, 1)) for f in feats.split(counts)]), dim=-1)  # (U, E) as embed_audio
         x, pad = self.pack_windows(feats, counts)  # (U, Lmax, E), (U, Lmax)
         x = self.transform(x, pad)  # (U, Lmax, E)
         lengths = (~pad).sum(1).tolist()  # tokens per audio
         L = max(1, max(sum(lengths[u] for u in row) for row in slots))
         tokens = x.new_zeros(len(audios), L, E)  # (B, L, E)
         audio_index = torch.full((len(audios), L), -1, dtype=torch.long, device=x.device)  # (B, L)
+        embedding = emb.new_zeros(len(audios), max(map(len, slots)), emb.shape[-1])  # (B, A, E)
         for b, row in enumerate(slots):
+            embedding[b, : len(row)] = emb[row]
             at = 0
             for j, u in enumerate(row):
                 n = lengths[u]
                 tokens[b, at : at + n] = x[u, :n]
                 audio_index[b, at : at + n] = j
                 at += n
-        return AudioTokens(tokens, audio_index)
+        return AudioTokens(tokens, audio_index, embedding)
 
     @staticmethod
     def pack_windows(feats: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from audioflamingo.model.cache import AudioTokens, FlamingoCache
+from audioflamingo.model.shot_copy import CopyMixture
 
 
 @dataclass
@@ -94,17 +95,21 @@ def generate(
     stop_ids: set[int],
     on_tokens: Callable[[list[int | None]], None] | None = None,
     cache: FlamingoCache | None = None,
+    copy: CopyMixture | None = None,
 ) -> list[list[int]]:
     """input_ids (B, T) left-padded -> B lists of new token ids (stop tokens excluded).
 
     `on_tokens` is called after every step with the new token of each sample (None once finished).
     `cache`: continue from an existing cache (a chat session): input_ids are then the new tokens only,
-    and the cache is updated in place.
+    and the cache is updated in place. `copy`: decode the mixture of the LM with the in-context examples'
+    answers (model/shot_copy.py) instead of the LM alone.
     """
+    if copy is not None and not copy.active:
+        copy = None
     if cfg.num_beams > 1:
         if cache is not None:
             raise ValueError("beam search cannot continue an existing cache; use greedy or sampling")
-        return _beam_search(model, input_ids, attention_mask, audio, cfg, stop_ids)
+        return _beam_search(model, input_ids, attention_mask, audio, cfg, stop_ids, copy)
     B = input_ids.shape[0]
     gen = None
     if cfg.do_sample:
@@ -115,6 +120,8 @@ def generate(
     out: list[list[int]] = [[] for _ in range(B)]
     done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
     for t in range(cfg.max_new_tokens):
+        if copy is not None:
+            logits = copy.mix(logits)  # (B, V) log-probs of the mixture
         if cfg.do_sample:
             probs = filter_logits(logits / max(cfg.temperature, 1e-5), cfg.top_k, cfg.top_p).softmax(-1)  # (B, V)
             tokens = torch.multinomial(probs, 1, generator=gen)[:, 0]  # (B,)
@@ -134,6 +141,8 @@ def generate(
                 fresh.append(tok)
                 if cfg.stop and _hit_stop(model.tokenizer, out[b], cfg.stop):
                     done[b] = True
+        if copy is not None:
+            copy.advance(tokens, done)
         if on_tokens is not None:
             on_tokens(fresh)
         if bool(done.all()) or t == cfg.max_new_tokens - 1:
@@ -143,17 +152,23 @@ def generate(
     return out
 
 
+def _step_logp(logits: torch.Tensor, copy) -> torch.Tensor:
+    """(R, V) logits -> (R, V) next-token log-probs: the LM's, or the mixture with the examples' answers."""
+    return copy.mix(logits) if copy is not None else logits.log_softmax(-1)
+
+
 def _hit_stop(tokenizer, ids: list[int], stops: list[str]) -> bool:
     tail = tokenizer.decode(ids[-32:], skip_special_tokens=True)
     return any(s in tail for s in stops)
 
 
-def _beam_search(model, input_ids, attention_mask, audio, cfg, stop_ids) -> list[list[int]]:
+def _beam_search(model, input_ids, attention_mask, audio, cfg, stop_ids, copy=None) -> list[list[int]]:
     """Standard beam search with length-normalised finished hypotheses; K = cfg.num_beams per sample."""
     B, K = input_ids.shape[0], cfg.num_beams
     rep = lambda x: x.repeat_interleave(K, 0)  # noqa: E731  (B, ...) -> (B*K, ...)
     step = _Stepper(model, rep(input_ids), rep(attention_mask), audio.repeat_interleave(K) if audio is not None else None, cfg.use_cache)
-    logp = step.first().log_softmax(-1)  # (B*K, V)
+    copy = copy.repeat_interleave(K) if copy is not None else None
+    logp = _step_logp(step.first(), copy)  # (B*K, V)
     V = logp.shape[-1]
     scores = torch.full((B, K), float("-inf"), device=logp.device)
     scores[:, 0] = 0.0  # all beams start identical: only the first may expand at step 0
@@ -186,7 +201,10 @@ def _beam_search(model, input_ids, attention_mask, audio, cfg, stop_ids) -> list
         step.reorder(src.view(-1))
         pad = model.media.pad if model.media is not None else 0
         tokens = torch.where(torch.isinf(scores.view(-1)), torch.full_like(tok.view(-1), pad), tok.view(-1))
-        logp = step.next(tokens).log_softmax(-1)  # (B*K, V)
+        if copy is not None:
+            copy.reorder(src.view(-1))
+            copy.advance(tokens, torch.isinf(scores.view(-1)))
+        logp = _step_logp(step.next(tokens), copy)  # (B*K, V)
     result = []
     for b in range(B):
         live = [(float(scores[b, k]) / max(len(seqs[b * K + k]), 1) ** cfg.length_penalty, seqs[b * K + k]) for k in range(K) if torch.isfinite(scores[b, k])]

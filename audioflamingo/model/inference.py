@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from audioflamingo.model.generate import GenerationConfig, generate
+from audioflamingo.model.shot_copy import CopyMixture, answer_spans, mix_sequence, shot_weights
 from audioflamingo.text import IGNORE, encode, icl_text, pad_batch, single_text
 
 
@@ -117,10 +118,15 @@ class InferenceMixin:
         ids = [encode(self.tokenizer, t)[0] for t in texts]
         input_ids, mask = pad_batch(ids, self.media.pad, side="left")  # (B, T)
         audio_tokens = self.encode_audio([[sh[0] for sh in shot] + c for shot, c in zip(shots, clips)])  # shots first
+        copy_w = self._copy_weights(shots, clips, audio_tokens)
+        copy = None
+        if copy_w is not None:
+            copy = CopyMixture([answer_spans(i.tolist(), self.media.sep, self.media.eoc) for i in ids], copy_w,
+                               self.config.shot_copy.weight)
         dev = self.device
-        out = generate(self, input_ids.to(dev), mask.to(dev), audio_tokens, cfg, {self.media.eoc, self.media.eos}, on_tokens)
+        out = generate(self, input_ids.to(dev), mask.to(dev), audio_tokens, cfg, {self.media.eoc, self.media.eos}, on_tokens, copy=copy)
         answers = []
-        for toks, c, t, shot in zip(out, clips, texts, shots):
+        for b, (toks, c, t, shot) in enumerate(zip(out, clips, texts, shots)):
             text = self.tokenizer.decode(toks, skip_special_tokens=True)
             full = text
             for s in cfg.stop:
@@ -132,6 +138,9 @@ class InferenceMixin:
                                 "raise max_new_tokens for the whole answer")
             used = [min(clip.seconds, self.config.audio.max_seconds) for clip in c]
             used_examples = [{"id": sid, "score": sc, "answer": sa, "audio": sclip.path} for sclip, _, sa, sid, sc in shot]
+            if copy_w is not None:  # each example's share of the copy component
+                for ex, w in zip(used_examples, copy_w[b].tolist()):
+                    ex["copy_weight"] = w
             answers.append(Answer(text.strip(), warnings, used, used_examples, t, finish))
         return answers
 
@@ -162,28 +171,54 @@ class InferenceMixin:
         if calibrate:
             silent = [[Clip(np.zeros_like(x.samples), x.sample_rate, "<silence>") for x in c] for c in clips]
             null_tokens = self.encode_audio([[sh[0] for sh in shot] + c for shot, c in zip(shots, silent)])
+        copy_w = self._copy_weights(shots, clips, audio_tokens)
+        null_w = self._copy_weights(shots, clips, null_tokens) if null_tokens is not None else None
         result = []
         for b, (p, c, opts, shot) in enumerate(zip(prompts, clips, options, shots)):
-            seqs, labs = [], []
+            seqs, labs, spans = [], [], []
             for o in opts:
                 ids, lab = encode(self.tokenizer, self._text(p, len(c), task, shot, answer=o))
+                held = answer_spans(ids.tolist(), self.media.sep, self.media.eoc)  # the shots' answers, then the option
+                start = max(i for i, tok in enumerate(ids.tolist()) if tok == self.media.sep) + 1
+                lab[:start] = IGNORE  # only the option's tokens count (through its <|endofchunk|>): not the
+                lab[start + len(held[-1]) :] = IGNORE  # examples' answers, nor the end-of-text after it
                 seqs.append(ids)
                 labs.append(lab)
+                spans.append(held)
             input_ids, mask = pad_batch(seqs, self.media.pad, side="right")  # (O, T)
             labels, _ = pad_batch(labs, IGNORE, side="right")  # (O, T)
             rows = torch.full((len(opts),), b, dtype=torch.long, device=self.device)
-            total = self._answer_logp(input_ids, mask, labels, audio_tokens.select(rows), normalize)  # (O,)
+            total = self._option_logp(input_ids, mask, labels, audio_tokens.select(rows), spans, copy_w, b, normalize)  # (O,)
             if null_tokens is not None:
-                total = total - self._answer_logp(input_ids, mask, labels, null_tokens.select(rows), normalize)
+                total = total - self._option_logp(input_ids, mask, labels, null_tokens.select(rows), spans, null_w, b, normalize)
             result.append(total.tolist())
         return result
 
-    def _answer_logp(self, input_ids, mask, labels, audio, normalize: bool) -> torch.Tensor:
-        """(O, T) ids, mask and labels -> (O,) summed (or per-token mean) log-prob of the labelled tokens."""
+    def _copy_weights(self, shots, clips, audio_tokens) -> list[torch.Tensor] | None:
+        """Per sample (K_b,) weights of its examples in the copy component, or None when it is off."""
+        weight = self.config.shot_copy.weight
+        if weight <= 0 or not any(shots) or self.media is None:
+            return None
+        emb = audio_tokens.embedding
+        if emb is None:  # AF1 fixed-slot encoding has no per-audio embedding: compute it
+            flat = [[sh[0] for sh in shot] + c for shot, c in zip(shots, clips)]
+            vecs = [self.embed_audio(row) for row in flat]  # B x (A_b, E)
+            emb = torch.nn.utils.rnn.pad_sequence(vecs, batch_first=True)  # (B, A, E)
+        return shot_weights(emb, [len(s) for s in shots], [len(c) for c in clips], self.config.shot_copy.temperature)
+
+    def _option_logp(self, input_ids, mask, labels, audio, spans, copy_w, b: int, normalize: bool) -> torch.Tensor:
+        """(O,) log-prob of each option: the LM's, mixed with the examples' answers when copying is on."""
+        total, count = self._answer_logp(input_ids, mask, labels, audio)  # (O,), (O,)
+        if copy_w is not None and spans and len(copy_w[b]) == len(spans[0]) - 1:
+            w = self.config.shot_copy.weight
+            total = torch.stack([mix_sequence(t, held[:-1], held[-1], copy_w[b], w) for t, held in zip(total, spans)])
+        return total / count.clamp(min=1) if normalize else total
+
+    def _answer_logp(self, input_ids, mask, labels, audio) -> tuple[torch.Tensor, torch.Tensor]:
+        """(O, T) ids, mask and labels -> (O,) summed log-prob of the labelled tokens, (O,) their number."""
         logits, _ = self(input_ids.to(self.device), mask.to(self.device), audio)
         logp = logits[:, :-1].float().log_softmax(-1)  # (O, T-1, V)
         tgt = labels[:, 1:].to(self.device)  # (O, T-1)
         keep = tgt != IGNORE
         tok_lp = logp.gather(-1, tgt.clamp(min=0)[..., None])[..., 0] * keep  # (O, T-1)
-        total = tok_lp.sum(-1)  # (O,)
-        return total / keep.sum(-1).clamp(min=1) if normalize else total
+        return tok_lp.sum(-1), keep.sum(-1)  # (O,), (O,)

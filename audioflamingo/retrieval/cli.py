@@ -105,6 +105,9 @@ def add_rag_arguments(parser) -> None:
     g.add_argument("--shots", type=int, default=4, help="examples retrieved per query with --rag (default 4)")
     g.add_argument("--shot-order", choices=("nearest_last", "nearest_first", "shuffle"), default="nearest_last",
                    help="order of retrieved examples; default: the nearest right before the query")  # fmt: skip
+    g.add_argument("--shot-copy", metavar="WEIGHT", type=float, default=None,
+                   help="weight of copying the answer of the example that sounds most like the query (model "
+                        "config shot_copy.weight; 0 = the LM alone; default: the model's own setting)")  # fmt: skip
     if "--example" not in parser._option_string_actions:  # `ask` may define it already
         g.add_argument("--example", metavar="AUDIO=ANSWER", action="append", default=[],
                        help="a user-given example, shown before retrieved ones (repeatable)")  # fmt: skip
