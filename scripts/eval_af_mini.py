@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from audioflamingo import load_model
 from audioflamingo.model.generate import GenerationConfig, generate
+from audioflamingo.model.shot_copy import CopyMixture, answer_spans, shot_weights
 from audioflamingo.text import IGNORE, encode, icl_text, pad_batch, single_text
 from audioflamingo.train.data import ClipStore, FeatureCache, read_manifest
 
@@ -96,7 +97,12 @@ def greedy_rag(model, feats, rows, shots, max_new_tokens=128, num_beams=1) -> li
     ids, mask = pad_batch(seqs, tok.pad_token_id, side="left")  # (B, T)
     audios = [[a for a, _, _ in sh] + [r["audio"]] for r, sh in zip(rows, shots)]
     audio = model.encode_audio(audios, [feats[a] for sample in audios for a in sample])
-    out = generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams), {model.media.eoc, model.media.eos})
+    copy, sc = None, model.config.shot_copy
+    if sc.weight > 0:  # mixed with the examples' captions, weighted by CLAP similarity (model/shot_copy.py)
+        w = shot_weights(audio.embedding, [len(sh) for sh in shots], [1] * len(rows), sc.temperature)
+        copy = CopyMixture([answer_spans(s.tolist(), model.media.sep, model.media.eoc) for s in seqs], w, sc.weight)
+    out = generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams),
+                   {model.media.eoc, model.media.eos}, copy=copy)
     return [tok.decode(o, skip_special_tokens=True).strip() for o in out]
 
 
@@ -115,6 +121,9 @@ def main() -> None:
     ap.add_argument("--max-per-task", type=int, default=400, help="a seeded random sample of at most this many items per generative task (classification: all)")
     ap.add_argument("--rag", type=int, default=0, metavar="K",
                     help="also caption with the K nearest training clips' captions as in-context examples (nearest last)")
+    ap.add_argument("--shot-copy", type=float, nargs="+", default=None, metavar="WEIGHT",
+                    help="with --rag: shot_copy.weight values (copying the examples' captions), one rag_K_copyW score each "
+                         "(default: the model's own setting, one rag_K score)")
     ap.add_argument("--rerank", type=int, default=0, metavar="K",
                     help="also caption by letting the model choose, by its own likelihood, among its answer and the captions of the K nearest training clips")
     ap.add_argument("--pool-val", type=int, default=0, metavar="N",
@@ -215,10 +224,13 @@ def main() -> None:
             if args.rag:  # the model with its K nearest training clips as examples (one per file; nearest last)
                 near = sims.topk(args.rag, dim=1).indices.flip(1).tolist()  # (n, K) farthest first
                 shots = [[(keys[j], answer[keys[j]][1], answer[keys[j]][0]) for j in js] for js in near]
-                rag = []
-                for i in tqdm(range(0, len(rows), args.batch), desc=f"{task} rag"):
-                    rag += greedy_rag(model, feats, rows[i : i + args.batch], shots[i : i + args.batch], args.max_new_tokens, num_beams=args.num_beams)
-                res[f"rag_{args.rag}"] = text_scores(rag, rows)
+                for weight in args.shot_copy or [None]:
+                    if weight is not None:
+                        model.config.shot_copy.weight = weight
+                    rag = []
+                    for i in tqdm(range(0, len(rows), args.batch), desc=f"{task} rag"):
+                        rag += greedy_rag(model, feats, rows[i : i + args.batch], shots[i : i + args.batch], args.max_new_tokens, num_beams=args.num_beams)
+                    res[f"rag_{args.rag}" + (f"_copy{weight}" if weight is not None else "")] = text_scores(rag, rows)
             if args.rerank:  # the model picks among its own answer and the K nearest training clips' captions
                 near = sims.topk(args.rerank, dim=1).indices.tolist()  # (n, K)
                 picked, picked_mean = [], []
