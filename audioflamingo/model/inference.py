@@ -121,8 +121,9 @@ class InferenceMixin:
         copy_w = self._copy_weights(shots, clips, audio_tokens)
         copy = None
         if copy_w is not None:
-            copy = CopyMixture([answer_spans(i.tolist(), self.media.sep, self.media.eoc) for i in ids], copy_w,
-                               self.config.shot_copy.weight)
+            held = [answer_spans(i.tolist(), self.media.sep, self.media.eoc) for i in ids]
+            held = [h if len(h) == len(w) else [] for h, w in zip(held, copy_w)]  # a template without one answer span per example: no copying
+            copy = CopyMixture(held, copy_w, self.config.shot_copy.weight)
         dev = self.device
         out = generate(self, input_ids.to(dev), mask.to(dev), audio_tokens, cfg, {self.media.eoc, self.media.eos}, on_tokens, copy=copy)
         answers = []
@@ -179,9 +180,10 @@ class InferenceMixin:
             for o in opts:
                 ids, lab = encode(self.tokenizer, self._text(p, len(c), task, shot, answer=o))
                 held = answer_spans(ids.tolist(), self.media.sep, self.media.eoc)  # the shots' answers, then the option
-                start = max(i for i, tok in enumerate(ids.tolist()) if tok == self.media.sep) + 1
-                lab[:start] = IGNORE  # only the option's tokens count (through its <|endofchunk|>): not the
-                lab[start + len(held[-1]) :] = IGNORE  # examples' answers, nor the end-of-text after it
+                seps = [i for i, tok in enumerate(ids.tolist()) if tok == self.media.sep]
+                if seps and held:  # only the option's tokens count (through its <|endofchunk|>): not the
+                    lab[: seps[-1] + 1] = IGNORE  # examples' answers, nor the end-of-text after it
+                    lab[seps[-1] + 1 + len(held[-1]) :] = IGNORE
                 seqs.append(ids)
                 labs.append(lab)
                 spans.append(held)
