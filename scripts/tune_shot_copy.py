@@ -59,6 +59,8 @@ def main(argv=None) -> int:
                     "this manifest field ('' for the whole pool)")
     ap.add_argument("--sample", type=int, default=300, help="a seeded random sample of this many items per task (0: all)")
     ap.add_argument("--out", default=None, help="also write the grid as JSON here")
+    ap.add_argument("--show", type=lambda t: [tuple(map(float, x.split("|"))) for x in t.split(",")], default=None,
+                    metavar="W|T,W|T", help="also print the accuracy per group (--same) at these grid points (each must be in the grid)")
     ap.add_argument("overrides", nargs="*", help="eval config overrides, e.g. data_root=data/corpus-standard")
     args = ap.parse_args(argv)
 
@@ -98,23 +100,29 @@ def main(argv=None) -> int:
                                           [it.options for it in batch], examples=ex if k else None)
             q = embed_audio_cached(model, [it.audio for it in items], cfg.batch_size)  # (N, E)
             for n, ss in enumerate(shots):
-                s = embed_audio_cached(model, [x.audio for x in ss], cfg.batch_size)  # (k, E)
+                s = embed_audio_cached(model, [x.audio for x in ss], cfg.batch_size) if ss else np.zeros((0, q.shape[1]))  # (k, E)
                 sims.append(s @ q[n])  # (k,)
-            table = {}
+            table, by_group = {}, {}
             for tau in args.temperatures:
                 for lam in args.weights:
-                    right = 0
+                    right: dict = defaultdict(list)  # group -> [0/1 per item]
                     for it, lp, sim, ss, g in zip(items, lm, sims, shots, gold):
-                        w = np.exp((sim - sim.max()) / tau)
-                        w /= w.sum()
+                        w = np.exp((sim - sim.max()) / tau) if len(sim) else sim
+                        w = w / w.sum() if len(w) else w
                         scores = []
                         for o, l in zip(it.options, lp):
                             mass = float(sum(wi for wi, x in zip(w, ss) if x.refs[0] == o))
                             keep = math.log1p(-lam) + l
                             scores.append(np.logaddexp(keep, math.log(lam * mass)) if lam > 0 and mass > 0 else keep)
-                        right += normalize_label(it.options[int(np.argmax(scores))]) in g
-                    table[f"{lam}|{tau}"] = right / len(items)
-            grid["tasks"][f"{task.name}/k={k}"] = {"n_items": len(items), "accuracy": table}
+                        right[str(it.row.get(args.same))].append(normalize_label(it.options[int(np.argmax(scores))]) in g)
+                    table[f"{lam}|{tau}"] = sum(map(sum, right.values())) / len(items)
+                    by_group[f"{lam}|{tau}"] = {grp: [sum(v) / len(v), len(v)] for grp, v in sorted(right.items())}
+            grid["tasks"][f"{task.name}/k={k}"] = {"n_items": len(items), "accuracy": table, "by_group": by_group}
+            if args.show:
+                rows = [f"{w}|{t}" for w, t in args.show]
+                print(f"\n{task.name}, {k} shots: accuracy per {args.same} (items) at weight|temperature " + ", ".join(rows))
+                for grp in by_group[rows[0]]:
+                    print(f"  {grp} ({by_group[rows[0]][grp][1]}): " + " / ".join(f"{by_group[r][grp][0]:.3f}" for r in rows))
             print(f"\n{task.name}, {k} retrieved shots, {len(items)} items: accuracy by weight (rows) and temperature (columns)")
             print("| λ \\ τ | " + " | ".join(map(str, args.temperatures)) + " |")
             print("|---|" + "---:|" * len(args.temperatures))
