@@ -64,3 +64,15 @@ def sine(seconds=1.0, freq=440.0, rate=16000, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate
     return ((0.5 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(t.shape)).astype(np.float32), rate)
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py as a module (scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

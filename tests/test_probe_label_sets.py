@@ -1,19 +1,13 @@
 """scripts/probe_label_sets.py: the linear probe separates what the features carry and nothing else."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("probe_label_sets", ROOT / "scripts" / "probe_label_sets.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_probe_finds_a_carried_label_set_and_not_a_random_one(tmp_path, capsys):
@@ -31,7 +25,7 @@ def test_probe_finds_a_carried_label_set_and_not_a_random_one(tmp_path, capsys):
     for split, rs in rows.items():
         (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
     torch.save({"fingerprint": "f", "feats": feats}, tmp_path / "cache.pt")
-    mod = _script()
+    mod = load_script("probe_label_sets")
     mod.main(["--corpus", str(tmp_path), "--cache", str(tmp_path / "cache.pt"), "--out", str(tmp_path / "out.json")])
     res = json.loads((tmp_path / "out.json").read_text())["label_sets"]
     assert set(res) == {"carried", "random"}
@@ -61,6 +55,6 @@ def test_pitch_mode_separates_major_from_minor_chords_across_roots(tmp_path):
             rows[split].append({"audio": name, "task": "classification", "label_set": "chord_quality", "label": quality})
     for split, rs in rows.items():
         (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
-    _script().main(["--corpus", str(tmp_path), "--pitch", "--out", str(tmp_path / "out.json")])
+    load_script("probe_label_sets").main(["--corpus", str(tmp_path), "--pitch", "--out", str(tmp_path / "out.json")])
     res = json.loads((tmp_path / "out.json").read_text())["label_sets"]["chord_quality"]
     assert res["eval_clips"] == 16 and res["probe"] >= 0.9

@@ -1,20 +1,12 @@
 """scripts/tune_shot_copy.py: its offline grid is the model's own copy mixture, not an approximation of it."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 from audioflamingo.model.loading import save_pretrained
-from conftest import tiny_model
+from conftest import load_script, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("tune_shot_copy", ROOT / "scripts" / "tune_shot_copy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_grid_equals_the_model_ranking_with_that_setting(tmp_path, make_wav):
@@ -32,7 +24,7 @@ def test_grid_equals_the_model_ranking_with_that_setting(tmp_path, make_wav):
     (tmp_path / "val.yaml").write_text(config)
     model = tiny_model(gates=1.0)
     save_pretrained(model, tmp_path / "ckpt")
-    mod = _script()
+    mod = load_script("tune_shot_copy")
     mod.main(["-c", str(tmp_path / "val.yaml"), "--model", str(tmp_path / "ckpt"), "--shots", "2", "--weights", "0,0.5",
               "--temperatures", "0.001", "--sample", "0", "--out", str(tmp_path / "grid.json"), f"data_root={tmp_path}"])
     grid = json.loads((tmp_path / "grid.json").read_text())["tasks"]["val_retrieved/k=2"]
