@@ -1,13 +1,10 @@
 """scripts/probe_label_sets.py: the linear probe separates what the features carry and nothing else."""
 
 import json
-from pathlib import Path
 
 import torch
 
 from conftest import load_script
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_probe_finds_a_carried_label_set_and_not_a_random_one(tmp_path, capsys):
