@@ -140,3 +140,15 @@ def test_cli_ask_shot_copy_overrides_the_saved_setting(make_wav, tmp_path, capsy
     assert out["examples"][1]["copy_weight"] > 0.5
     assert main(args) == 0  # the checkpoint's own setting: no copying, no copy weights reported
     assert "copy_weight" not in json.loads(capsys.readouterr().out)["examples"][0]
+
+
+def test_af1_fixed_slot_encoding_copies_too(make_wav):
+    """AF1's fixed-slot encoding returns no per-audio embedding; the weights then come from embed_audio."""
+    model = tiny_model(gates=1.0, **{"audio.pad_to_max_windows": True})
+    model.config.shot_copy.weight, model.config.shot_copy.temperature = 0.5, 0.001
+    ex = _examples(make_wav)
+    query = str(make_wav("q.wav", seconds=0.6, freq=3100, seed=11))
+    ans = model.answer(query, "Name?", examples=ex, max_new_tokens=12)[0]
+    assert ans.text == "quimwex" and ans.examples[1]["copy_weight"] > 0.5
+    scores = model.score_options(query, "Name?", ["zorblat", "quimwex", "bell"], examples=ex)[0]
+    assert scores.index(max(scores)) == 1

@@ -181,9 +181,12 @@ class InferenceMixin:
                 ids, lab = encode(self.tokenizer, self._text(p, len(c), task, shot, answer=o))
                 held = answer_spans(ids.tolist(), self.media.sep, self.media.eoc)  # the shots' answers, then the option
                 seps = [i for i, tok in enumerate(ids.tolist()) if tok == self.media.sep]
-                if seps and held:  # only the option's tokens count (through its <|endofchunk|>): not the
-                    lab[: seps[-1] + 1] = IGNORE  # examples' answers, nor the end-of-text after it
-                    lab[seps[-1] + 1 + len(held[-1]) :] = IGNORE
+                ends = [i for i, tok in enumerate(ids.tolist()) if tok == self.media.eoc and seps and i > seps[-1]]
+                if ends:  # only the option's tokens count (through its <|endofchunk|>): not the examples'
+                    lab[: seps[-1] + 1] = IGNORE  # answers, nor the end-of-text after it
+                    lab[ends[0] + 1 :] = IGNORE
+                else:  # a template whose option has no closing <|endofchunk|>: the labels as encoded, no copying
+                    held = []
                 seqs.append(ids)
                 labs.append(lab)
                 spans.append(held)
@@ -211,9 +214,10 @@ class InferenceMixin:
     def _option_logp(self, input_ids, mask, labels, audio, spans, copy_w, b: int, normalize: bool) -> torch.Tensor:
         """(O,) log-prob of each option: the LM's, mixed with the examples' answers when copying is on."""
         total, count = self._answer_logp(input_ids, mask, labels, audio)  # (O,), (O,)
-        if copy_w is not None and spans and len(copy_w[b]) == len(spans[0]) - 1:
+        if copy_w is not None:  # held: the examples' answers, then the option's (one span each, else no copying)
             w = self.config.shot_copy.weight
-            total = torch.stack([mix_sequence(t, held[:-1], held[-1], copy_w[b], w) for t, held in zip(total, spans)])
+            total = torch.stack([mix_sequence(t, held[:-1], held[-1], copy_w[b], w) if len(held) == len(copy_w[b]) + 1 else t
+                                 for t, held in zip(total, spans)])
         return total / count.clamp(min=1) if normalize else total
 
     def _answer_logp(self, input_ids, mask, labels, audio) -> tuple[torch.Tensor, torch.Tensor]:
