@@ -124,6 +124,8 @@ def main() -> None:
     ap.add_argument("--shot-copy", type=float, nargs="+", default=None, metavar="WEIGHT",
                     help="with --rag: shot_copy.weight values (copying the examples' captions), one rag_K_copyW score each "
                          "(default: the model's own setting, one rag_K score)")
+    ap.add_argument("--shot-copy-temperature", type=float, default=None, metavar="TAU",
+                    help="with --rag: shot_copy.temperature (default: the model's own setting)")
     ap.add_argument("--rerank", type=int, default=0, metavar="K",
                     help="also caption by letting the model choose, by its own likelihood, among its answer and the captions of the K nearest training clips")
     ap.add_argument("--pool-val", type=int, default=0, metavar="N",
@@ -144,6 +146,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_model(args.model).eval()
+    if args.shot_copy_temperature is not None:
+        model.config.shot_copy.temperature = args.shot_copy_temperature
     corpus = Path(args.corpus)
     test = [r for r in read_manifest(corpus / f"{args.split}.jsonl") if not r.get("dialogue")]
     if args.tasks:
