@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -70,6 +69,7 @@ def main(argv=None) -> int:
     from audioflamingo.eval.metrics import normalize_label
     from audioflamingo.eval.runner import embed_audio_cached, select_shots
     from audioflamingo.eval.tasks import build_items, build_pool, load_eval_config
+    from audioflamingo.model.shot_copy import mix_sequence
 
     torch.set_num_threads(2)
     cfg = load_eval_config(args.config, list(args.overrides))
@@ -107,13 +107,9 @@ def main(argv=None) -> int:
                 for lam in args.weights:
                     right: dict = defaultdict(list)  # group -> [0/1 per item]
                     for it, lp, sim, ss, g in zip(items, lm, sims, shots, gold):
-                        w = np.exp((sim - sim.max()) / tau) if len(sim) else sim
-                        w = w / w.sum() if len(w) else w
-                        scores = []
-                        for o, l in zip(it.options, lp):
-                            mass = float(sum(wi for wi, x in zip(w, ss) if x.refs[0] == o))
-                            keep = math.log1p(-lam) + l
-                            scores.append(np.logaddexp(keep, math.log(lam * mass)) if lam > 0 and mass > 0 else keep)
+                        w = (torch.as_tensor(sim) / tau).softmax(-1)  # (k,) as shot_weights
+                        held = [x.refs[0] for x in ss]  # compared as strings: the same text encodes to the same tokens
+                        scores = [float(mix_sequence(torch.tensor(l), held, o, w, lam)) for o, l in zip(it.options, lp)]
                         right[str(it.row.get(args.same))].append(normalize_label(it.options[int(np.argmax(scores))]) in g)
                     table[f"{lam}|{tau}"] = sum(map(sum, right.values())) / len(items)
                     by_group[f"{lam}|{tau}"] = {grp: [sum(v) / len(v), len(v)] for grp, v in sorted(right.items())}
