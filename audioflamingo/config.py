@@ -201,6 +201,20 @@ class PitchConfig:
 
 
 @dataclass
+class RhythmConfig:
+    """Onset-periodicity summary of a window (model/encoder.py RhythmSummary, off by default): the normalised
+    autocorrelation of a spectral-flux onset envelope (n_fft, hop) read at `bins` tempi spaced evenly in log
+    between bpm_low and bpm_high. A linear probe on it told the corpus' slow / moderate / fast pieces apart (0.91)."""
+
+    enabled: bool = False
+    n_fft: int = 512
+    hop: int = 160  # 10 ms at 16 kHz
+    bpm_low: float = 40.0
+    bpm_high: float = 240.0
+    bins: int = 48
+
+
+@dataclass
 class EncoderConfig:
     """CLAP-style audio tower: log-mel -> conv stem -> Transformer -> `tokens_per_window` vectors."""
 
@@ -229,6 +243,14 @@ class TransformConfig:
     input_norm: bool = False  # AF1: LayerNorm of the input before the first layer
     layer_norm_eps: float = 1e-5  # AF1: 1e-6
     mask_padding: bool = True  # AF1 attends to the padding windows too (set False only to reproduce AF1)
+    # Parameter-free summaries of each window (model/encoder.py WindowSummary): `pitch`, 146 pitch-class values
+    # (PitchSummary), and `rhythm`, an onset-periodicity profile (RhythmSummary). They ride along with the encoder's
+    # tokens and are added to the window's tokens after these layers through LayerNorm + a zero-initialised linear
+    # map (`transform.summary_in`, trained with the transform group, i.e. by the LM loss, unlike `encoder.pitch`,
+    # which only the CLAP stage trains). Zero init: switched on over a trained model, nothing changes until it
+    # trains. Both off by default.
+    pitch: PitchConfig = field(default_factory=PitchConfig)
+    rhythm: RhythmConfig = field(default_factory=RhythmConfig)
 
 
 @dataclass

@@ -106,8 +106,8 @@ def greedy_rag(model, feats, rows, shots, max_new_tokens=128, num_beams=1) -> li
     return [tok.decode(o, skip_special_tokens=True).strip() for o in out]
 
 
-def embeddings(feats, keys) -> torch.Tensor:
-    return torch.stack([F.normalize(feats[k].float().mean(dim=(0, 1)), dim=-1) for k in keys])  # (n, E)
+def embeddings(model, feats, keys) -> torch.Tensor:
+    return torch.stack([model.audio_embedding(feats[k]) for k in keys])  # (n, E)
 
 
 def main() -> None:
@@ -208,7 +208,7 @@ def main() -> None:
             if r["task"] == task:
                 answer.setdefault(r["audio"], (r["answer"], r["prompt"]))
         keys = list(answer)
-        pools[task] = (keys, answer, embeddings(feats, keys))
+        pools[task] = (keys, answer, embeddings(model, feats, keys))
     for task, rows in sorted(by_task.items()):
         preds = []
         for i in tqdm(range(0, len(rows), args.batch), desc=task):
@@ -219,7 +219,7 @@ def main() -> None:
             res["all"] = [{"audio": r["audio"], "reference": r["answer"], "prediction": p} for p, r in zip(preds, rows)]
         if task in pools:  # copy the same task's answer of the nearest training clip
             keys, answer, emb = pools[task]
-            sims = embeddings(feats, [r["audio"] for r in rows]) @ emb.T  # (n, P)
+            sims = embeddings(model, feats, [r["audio"] for r in rows]) @ emb.T  # (n, P)
             copies = [answer[keys[j]][0] for j in sims.argmax(1).tolist()]
             if args.dump:
                 for d, c in zip(res["all"], copies):

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from audioflamingo.config import EncoderConfig, MelConfig, PitchConfig
+from audioflamingo.config import EncoderConfig, MelConfig, PitchConfig, RhythmConfig, TransformConfig
 
 
 def hz_to_mel(f):
@@ -116,6 +116,81 @@ class PitchClassFeatures(nn.Module):
         pair = (c[..., None, :] * rolled[..., 1:7, :]).sum(-1)  # (B, F', 6)
         tri = (c[..., None, :] * rolled[..., self.tri_i, :] * rolled[..., self.tri_j, :]).sum(-1)  # (B, F', 55)
         return torch.cat([c, pair, tri], dim=-1)  # (B, F', 73)
+
+
+class PitchSummary(nn.Module):
+    """(W, S) windows -> (W, 146) one pitch-class summary per window, parameter-free: the profiles (chroma,
+    intervals, triads; PitchClassFeatures.profiles) of the window's energy-weighted chroma (73), then the
+    mean of the per-frame profiles weighted by each frame's chroma norm (73), so that silent frames and the
+    zero padding of a short window count for nothing. A linear probe on it separates the corpus' 7 chord
+    qualities (train -> test 0.91) where the CLAP embedding did not (docs/encoder_init.md)."""
+
+    dim = 2 * PitchClassFeatures.dim
+
+    def __init__(self, cfg: PitchConfig, sample_rate: int):
+        super().__init__()
+        self.features = PitchClassFeatures(cfg, sample_rate, cfg.n_fft // 4)  # hop: 64 ms at 16 kHz and n_fft 4096
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        f = self.features
+        spec = torch.stft(windows.float(), f.n_fft, f.hop, window=f.window, pad_mode="constant", return_complex=True)  # (W, K, T)
+        energy = (f.filters @ (spec.abs() ** 2)).clamp(min=0).sqrt().transpose(1, 2)  # (W, T, 12)
+        total = energy.sum(1)  # (W, 12): zero frames add nothing
+        whole = f.profiles(total / (total.norm(dim=-1, keepdim=True) + 1e-8))  # (W, 73)
+        c = f.chroma(windows, spec.shape[-1])  # (W, T, 12) unit-norm, silent frames ~0
+        w = c.norm(dim=-1, keepdim=True)  # (W, T, 1) ~1 where there is sound, ~0 in silence and padding
+        frames = (f.profiles(c) * w).sum(1) / (w.sum(1) + 1e-8)  # (W, 73)
+        return torch.cat([whole, frames], dim=-1)  # (W, 146)
+
+
+class RhythmSummary(nn.Module):
+    """(W, S) windows -> (W, bins) onset periodicity, parameter-free: a spectral-flux onset envelope (positive
+    differences of log-magnitude frames, summed over frequency), smoothed, mean removed, its autocorrelation normalised by
+    lag 0 and read (linear interpolation) at the lags of `bins` tempi between bpm_low and bpm_high."""
+
+    def __init__(self, cfg: RhythmConfig, sample_rate: int):
+        super().__init__()
+        self.n_fft, self.hop, self.dim = cfg.n_fft, cfg.hop, cfg.bins
+        bpm = torch.exp(torch.linspace(math.log(cfg.bpm_low), math.log(cfg.bpm_high), cfg.bins, device="cpu"))  # (bins,)
+        self.register_buffer("lags", 60.0 * sample_rate / cfg.hop / bpm, persistent=False)  # (bins,) frames per beat
+        self.register_buffer("window", torch.hann_window(cfg.n_fft, device="cpu"), persistent=False)
+        self.register_buffer("smooth", torch.tensor([[[1.0, 2.0, 3.0, 2.0, 1.0]]], device="cpu") / 9, persistent=False)  # (1, 1, 5)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        spec = torch.stft(windows.float(), self.n_fft, self.hop, window=self.window, pad_mode="constant", return_complex=True)  # (W, K, T)
+        logmag = torch.log1p(100.0 * spec.abs())  # (W, K, T)
+        flux = (logmag[..., 1:] - logmag[..., :-1]).clamp(min=0).sum(1)  # (W, T-1) onset strength
+        flux = F.conv1d(flux[:, None], self.smooth, padding=2)[:, 0]  # (W, T-1): a 50 ms triangle, so that the
+        # peaks of the autocorrelation are wider than the spacing of the tempo grid
+        flux = flux - flux.mean(dim=1, keepdim=True)  # (W, T-1)
+        T = flux.shape[1]
+        spec2 = torch.fft.rfft(flux, n=2 * T).abs() ** 2  # (W, T + 1)
+        ac = torch.fft.irfft(spec2, n=2 * T)[:, :T]  # (W, T) autocorrelation at lags 0..T-1
+        ac = ac / (ac[:, :1] + 1e-8)  # (W, T): 1 at lag 0, 0 for a silent window
+        lag = self.lags.clamp(max=T - 2)  # (bins,) a tempo slower than the window allows reads its longest lag
+        lo = lag.floor().long()  # (bins,)
+        frac = (lag - lo).to(ac.dtype)  # (bins,)
+        return ac[:, lo] * (1 - frac) + ac[:, lo + 1] * frac  # (W, bins)
+
+
+class WindowSummary(nn.Module):
+    """(W, S) windows -> (W, dim): the enabled parameter-free summaries of TransformConfig (pitch, rhythm) side by
+    side. The model adds them to each window's tokens through `transform.summary_in` (model/xattn.py)."""
+
+    def __init__(self, cfg: TransformConfig, sample_rate: int):
+        super().__init__()
+        self.pitch = PitchSummary(cfg.pitch, sample_rate) if cfg.pitch.enabled else None
+        self.rhythm = RhythmSummary(cfg.rhythm, sample_rate) if cfg.rhythm.enabled else None
+        self.dim = summary_dim(cfg)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        parts = [m(windows) for m in (self.pitch, self.rhythm) if m is not None]  # (W, 146), (W, bins)
+        return torch.cat(parts, dim=-1)  # (W, dim)
+
+
+def summary_dim(cfg: TransformConfig) -> int:
+    """Values per window of the enabled summaries (0: none)."""
+    return PitchSummary.dim * cfg.pitch.enabled + cfg.rhythm.bins * cfg.rhythm.enabled
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from audioflamingo.audio import Clip, load_audio, make_windows
 from audioflamingo.config import ModelConfig
 from audioflamingo.model.cache import AudioContext, AudioTokens, FlamingoCache
-from audioflamingo.model.encoder import build_encoder
+from audioflamingo.model.encoder import WindowSummary, build_encoder, summary_dim
 from audioflamingo.model.inference import InferenceMixin
 from audioflamingo.model.xattn import GatedCrossAttentionBlock, RepresentationTransform
 from audioflamingo.text import IGNORE, MediaIds
@@ -75,6 +75,13 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         a, e = config.audio, config.encoder
         self.encoder = build_encoder(e, a.sample_rate, a.window_samples)
         self.transform = RepresentationTransform(e.out_dim, config.transform)
+        # transform.pitch / transform.rhythm: parameter-free summaries of each window ride along with the encoder's
+        # N tokens as `summary_slots` extra rows of width E (so that a cache of window features holds them)
+        dim = summary_dim(config.transform)
+        self.window_summary = WindowSummary(config.transform, a.sample_rate) if dim else None
+        self.summary_slots = -(-dim // e.out_dim) if dim else 0
+        if dim and a.pad_to_max_windows:
+            raise ValueError("transform.pitch / transform.rhythm are not available in AF1's fixed-slot audio mode (audio.pad_to_max_windows)")
         if tokenizer is not None or vocab_size is not None:
             lm.resize_token_embeddings(vocab_size or len(tokenizer), mean_resizing=False)
         self.lm = lm
@@ -138,8 +145,31 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         return load_audio(source, self.config.audio.sample_rate, self.config.audio)
 
     def encode_windows(self, windows: torch.Tensor) -> torch.Tensor:
-        """(W_total, S) every real window of the batch, in ONE encoder call -> (W_total, N, E)."""
-        return self.encoder(windows.to(self.device))
+        """(W_total, S) every real window of the batch, in ONE encoder call -> (W_total, N, E) window features;
+        with window summaries (transform.pitch / rhythm), (W_total, N + summary_slots, E): they follow the tokens."""
+        windows = windows.to(self.device)
+        feats = self.encoder(windows)  # (W, N, E)
+        if self.window_summary is None:
+            return feats
+        raw = self.window_summary(windows).to(feats.dtype)  # (W, D)
+        E = feats.shape[-1]
+        raw = F.pad(raw, (0, self.summary_slots * E - raw.shape[-1])).view(-1, self.summary_slots, E)  # (W, slots, E)
+        return torch.cat([feats, raw], dim=1)  # (W, N + slots, E)
+
+    def split_windows(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(W, N [+ slots], E) window features -> (W, N, E) audio tokens, (W, D) window summaries or None."""
+        if not self.summary_slots:
+            return feats, None
+        N = self.config.encoder.tokens_per_window
+        if feats.shape[1] != N + self.summary_slots:
+            raise ValueError(f"window features have {feats.shape[1]} rows per window, this model expects {N} tokens + "
+                             f"{self.summary_slots} window-summary rows (transform.pitch / rhythm): features cached by another model?")
+        return feats[:, :N], feats[:, N:].flatten(1)[:, : self.window_summary.dim]  # (W, N, E), (W, D)
+
+    def audio_embedding(self, feats: torch.Tensor) -> torch.Tensor:
+        """(W, N [+ slots], E) window features of ONE audio -> (E,) its CLAP embedding: the L2-normalised mean of
+        its tokens over windows (the summary rows are not part of it)."""
+        return F.normalize(self.split_windows(feats)[0].float().mean(dim=(0, 1)), dim=-1)  # (E,)
 
     def encode_audio(self, audios: list[list[Clip]], window_features: list[torch.Tensor] | None = None) -> AudioTokens:
         """B samples, each a list of A_b clips -> AudioTokens (B, L, E).
@@ -175,9 +205,14 @@ class AudioFlamingo(InferenceMixin, nn.Module):
             per_audio = [make_windows(c, cfg) for c in clips]  # U x (W_i, S)
             counts = [w.shape[0] for w in per_audio]
             feats = self.encode_windows(torch.cat(per_audio))  # (W_total, N, E)
+        feats, summary = self.split_windows(feats)  # (W_total, N, E), (W_total, D) or None
         emb = F.normalize(torch.stack([f.float().mean(dim=(0, 1)) for f in feats.split(counts)]), dim=-1)  # (U, E) as embed_audio
         x, pad = self.pack_windows(feats, counts)  # (U, Lmax, E), (U, Lmax)
         x = self.transform(x, pad)  # (U, Lmax, E)
+        if summary is not None:  # each window's projected summary on each of its N tokens
+            p = self.transform.summary_in(summary.to(x.dtype))  # (W_total, E)
+            p, _ = self.pack_windows(p[:, None].expand(-1, feats.shape[1], -1), counts)  # (U, Lmax, E), zero on padding
+            x = x + p  # (U, Lmax, E)
         lengths = (~pad).sum(1).tolist()  # tokens per audio
         L = max(1, max(sum(lengths[u] for u in row) for row in slots))
         tokens = x.new_zeros(len(audios), L, E)  # (B, L, E)
@@ -212,9 +247,9 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         for i in range(0, len(sources), batch_size):
             clips = [self.load_clip(s) for s in sources[i : i + batch_size]]
             wins = [make_windows(c, self.config.audio) for c in clips]
-            feats = self.encode_windows(torch.cat(wins))  # (W_total, N, E)
+            feats = self.encode_windows(torch.cat(wins))  # (W_total, N [+ slots], E)
             for f in feats.split([w.shape[0] for w in wins]):
-                out.append(F.normalize(f.float().mean(dim=(0, 1)), dim=-1))  # (E,)
+                out.append(self.audio_embedding(f))  # (E,)
         return torch.stack(out) if out else torch.zeros(0, self.config.encoder.out_dim)
 
     @torch.no_grad()

@@ -110,8 +110,21 @@ def read_checkpoint_config(path: Path) -> ModelConfig:
     return cfg
 
 
-def load_state(model: AudioFlamingo, weights: Path) -> None:
-    """Load safetensors into `model`, failing with the exact keys and shapes that do not match."""
+def added_modules(before: ModelConfig, after: ModelConfig) -> tuple[str, ...]:
+    """Parameter-name prefixes of the zero-initialised branches that `after` switches on and `before` lacks: a
+    checkpoint of `before` loads into a model of `after` with those parameters left at their (no-op) init."""
+    prefixes = []
+    summaries = lambda c: c.transform.pitch.enabled or c.transform.rhythm.enabled  # noqa: E731
+    if summaries(after) and not summaries(before):  # (adding one to another changes summary_in's shape: no)
+        prefixes.append("transform.summary_in.")
+    if after.encoder.pitch.enabled and not before.encoder.pitch.enabled:
+        prefixes += ["encoder.pitch_norm.", "encoder.pitch_proj."]
+    return tuple(prefixes)
+
+
+def load_state(model: AudioFlamingo, weights: Path, fresh: tuple[str, ...] = ()) -> None:
+    """Load safetensors into `model`, failing with the exact keys and shapes that do not match. Parameters
+    under the `fresh` prefixes may be missing (branches added by overrides): they keep their initialisation."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -127,6 +140,11 @@ def load_state(model: AudioFlamingo, weights: Path) -> None:
         ptr_names.setdefault((t.data_ptr(), t.shape), []).append(name)
     aliases = {n for names in ptr_names.values() for n in names[1:]}  # tied copies, stored once
     missing = sorted(k for k in own if k not in state and k not in aliases)
+    added = [k for k in missing if k.startswith(fresh)] if fresh else []
+    if added:
+        warnings.warn(f"{weights}: {len(added)} parameters of branches switched on by overrides start from their "
+                      f"zero initialisation ({', '.join(sorted({k.rsplit('.', 2)[0] for k in added}))})", stacklevel=3)
+        missing = [k for k in missing if k not in added]
     unexpected = sorted(k for k in state if k not in own)
     shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in state if k in own and state[k].shape != own[k].shape)
     if missing or unexpected or shapes:
@@ -157,11 +175,10 @@ def load_model(path_or_preset=None, *, device=None, dtype=None, overrides=None, 
             path_or_preset = "tiny"
     p = Path(path_or_preset)
     if p.is_dir():
-        cfg = read_checkpoint_config(p)
-        if overrides:
-            cfg = load_model_config(to_dict(cfg), overrides)
+        saved = read_checkpoint_config(p)
+        cfg = load_model_config(to_dict(saved), overrides) if overrides else saved
         model = build_model(cfg, seed=None)
-        load_state(model, p / "model.safetensors")
+        load_state(model, p / "model.safetensors", fresh=added_modules(saved, cfg))
         try:
             model.clap_text = load_text_head(p)  # None without the file; MiniLM itself loads on the first embed_text
         except ValueError as e:

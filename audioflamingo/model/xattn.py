@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from audioflamingo.config import TransformConfig, XAttnConfig
-from audioflamingo.model.encoder import sinusoids
+from audioflamingo.model.encoder import sinusoids, summary_dim
 
 
 class RepresentationTransform(nn.Module):
@@ -36,6 +36,11 @@ class RepresentationTransform(nn.Module):
         if cfg.positions not in ("sinusoids", "interleaved"):
             raise ValueError(f"transform.positions {cfg.positions!r} unknown; use 'sinusoids' or 'interleaved'")
         self.input_norm = nn.LayerNorm(width, eps=cfg.layer_norm_eps) if cfg.input_norm and cfg.layers else None
+        dim = summary_dim(cfg)
+        if dim:  # (W, dim) window summaries (pitch, rhythm) -> (W, E), added to that window's tokens by the model
+            self.summary_in = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, width))
+            nn.init.zeros_(self.summary_in[1].weight)  # zero: adds nothing until trained
+            nn.init.zeros_(self.summary_in[1].bias)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         if self.layers is None:

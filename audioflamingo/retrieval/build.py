@@ -57,6 +57,7 @@ class EncoderCacheEmbedder:
         if not isinstance(saved, dict) or "feats" not in saved or "fingerprint" not in saved:
             raise RetrievalError(f"encoder cache {self.path}: not an `audioflamingo train` encoder cache")
         self.feats, self.cache_fingerprint, self.checked, self.hits = saved["feats"], saved["fingerprint"], False, 0
+        self.summary_slots = int(saved.get("summary_slots", 0))  # rows after the N tokens of each window (transform.pitch / rhythm)
 
     def embedding_fingerprint(self) -> str:
         return self.embedder.embedding_fingerprint()
@@ -81,7 +82,8 @@ class EncoderCacheEmbedder:
         found = [self._lookup(p) for p in paths]
         missing = [p for p, f in zip(paths, found) if f is None]
         rest = iter(torch.as_tensor(self.embedder.embed_audio(missing)).float()) if missing else iter(())  # (m, E)
-        vecs = [next(rest) if f is None else F.normalize(f.float().mean(dim=(0, 1)), dim=-1) for f in found]  # (E,) each
+        tokens = slice(0, -self.summary_slots if self.summary_slots else None)  # window-summary rows are not tokens
+        vecs = [next(rest) if f is None else F.normalize(f[:, tokens].float().mean(dim=(0, 1)), dim=-1) for f in found]  # (E,) each
         self.hits += len(paths) - len(missing)
         return torch.stack(vecs) if vecs else torch.zeros(0, 0)
 

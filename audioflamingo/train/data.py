@@ -402,12 +402,13 @@ class FeatureCache:
     def __init__(self, model, clips: ClipStore, path: Path | None = None, batch_windows: int = 64, write: bool = True):
         self.model, self.clips, self.batch_windows = model, clips, batch_windows
         self.fingerprint = model.embedding_fingerprint()
+        self.summary_slots = getattr(model, "summary_slots", 0)  # window-summary rows after the tokens (AudioFlamingo.encode_windows)
         self.path, self.write = path, write
         self._saved = 0  # entries in the file as last read or written
         self.feats: dict[str, torch.Tensor] = {}
         if path is not None and path.is_file():
             saved = torch.load(path, weights_only=True)
-            if saved.get("fingerprint") == self.fingerprint:
+            if saved.get("fingerprint") == self.fingerprint and saved.get("summary_slots", 0) == self.summary_slots:
                 self.feats = saved["feats"]
                 self._saved = len(self.feats)
 
@@ -417,7 +418,7 @@ class FeatureCache:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")  # one per process: no clash between writers
-        torch.save({"fingerprint": self.fingerprint, "feats": self.feats}, tmp)
+        torch.save({"fingerprint": self.fingerprint, "summary_slots": self.summary_slots, "feats": self.feats}, tmp)
         tmp.replace(self.path)
         self._saved = len(self.feats)
 

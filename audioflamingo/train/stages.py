@@ -190,7 +190,7 @@ def clap_validate(model, head, rows, clips, text_tower, batch: int = 32, frame_c
             embs.append(audio_embeddings(out, [frame_cache.frames[k].shape[0] for k in chunk]).cpu())
             continue
         wins = [make_windows(clips(k), model.config.audio) for k in keys[i : i + batch]]  # (W_i, S)
-        embs.append(audio_embeddings(model.encode_windows(torch.cat(wins)), [w.shape[0] for w in wins]).cpu())
+        embs.append(audio_embeddings(enc(torch.cat(wins).to(model.device)), [w.shape[0] for w in wins]).cpu())  # the encoder's tokens alone
     a = torch.cat(embs)  # (n, E)
     t = head(text_tower(captions).to(next(head.parameters()).device)).cpu()  # (m, E)
     ids = torch.tensor([cap_index[by_audio[k]] for k in keys])
