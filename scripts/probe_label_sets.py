@@ -13,6 +13,12 @@ items, too little weight), not an encoder problem; one the probe cannot separate
 `--pitch` probes the parameter-free pitch-class features of the encoder's pitch branch (`encoder.pitch`,
 `PitchClassFeatures`: chroma, interval and triad profiles per frame) computed from the audio, mean over
 frames, instead of a cache: what the pitch branch can give the encoder head.
+
+    python scripts/probe_label_sets.py --corpus data/corpus-standard --summary [--preset af-mini]
+
+`--summary` probes the window summaries that `transform.pitch` / `transform.rhythm` add to the audio tokens
+(`WindowSummary`: 146 pitch-class values + a 48-bin onset periodicity profile per window of the preset's
+windowing), mean over windows: what the LM can read besides the encoder.
 """
 
 from __future__ import annotations
@@ -96,21 +102,44 @@ def pitch_features(corpus: Path, audios, sample_rate: int = 16000) -> dict[str, 
     return out
 
 
+def summary_features(corpus: Path, audios, preset: str = "af-mini") -> dict[str, torch.Tensor]:
+    """{audio path: (W, D) WindowSummary (pitch + rhythm) of each window} for the clips `audios`, windowed as
+    `preset` windows them."""
+    from tqdm import tqdm
+
+    from audioflamingo.audio import load_audio, make_windows
+    from audioflamingo.config import load_model_config
+    from audioflamingo.model.encoder import WindowSummary
+
+    cfg = load_model_config(preset, {"transform.pitch.enabled": True, "transform.rhythm.enabled": True})
+    summary = WindowSummary(cfg.transform, cfg.audio.sample_rate)
+    out = {}
+    with torch.no_grad():
+        for a in tqdm(sorted(audios), desc="window summaries", unit="clip"):
+            out[a] = summary(make_windows(load_audio(a, cfg.audio.sample_rate, cfg.audio), cfg.audio))  # (W, D)
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", required=True, help="corpus folder (train/val/test.jsonl)")
     ap.add_argument("--cache", default=None, help="encoder cache of a training run (encoder_cache.pt)")
     ap.add_argument("--pitch", action="store_true", help="probe the pitch branch's features (from the audio) instead of a cache")
+    ap.add_argument("--summary", action="store_true", help="probe the window summaries (transform.pitch + rhythm) instead of a cache")
+    ap.add_argument("--preset", default="af-mini", help="with --summary: whose windowing (default af-mini)")
     ap.add_argument("--label-sets", default=None, help="comma-separated label sets to probe (default: all)")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
-    if bool(args.cache) == args.pitch:
-        ap.error("give either --cache or --pitch")
+    if bool(args.cache) + args.pitch + args.summary != 1:
+        ap.error("give one of --cache, --pitch, --summary")
     sets = clip_labels(Path(args.corpus))
     if args.label_sets:
         sets = {k: v for k, v in sets.items() if k in args.label_sets.split(",")}
     if args.pitch:
         cache = {"fingerprint": "pitch-class features", "feats": pitch_features(Path(args.corpus), {a for v in sets.values() for a in v})}
+    elif args.summary:
+        cache = {"fingerprint": f"window summaries ({args.preset} windows)",
+                 "feats": summary_features(Path(args.corpus), {a for v in sets.values() for a in v}, args.preset)}
     else:
         cache = torch.load(args.cache, weights_only=False)  # our own file: {"fingerprint", "feats": {path: (W, T, D)}}
     feats = cache["feats"]

@@ -55,3 +55,40 @@ def test_pitch_mode_separates_major_from_minor_chords_across_roots(tmp_path):
     load_script("probe_label_sets").main(["--corpus", str(tmp_path), "--pitch", "--out", str(tmp_path / "out.json")])
     res = json.loads((tmp_path / "out.json").read_text())["label_sets"]["chord_quality"]
     assert res["eval_clips"] == 16 and res["probe"] >= 0.9
+
+
+def test_summary_mode_separates_chord_qualities_and_tempi(tmp_path):
+    """--summary probes what transform.pitch / rhythm give the LM: chord quality at held-out roots and slow vs
+    fast click tracks at held-out tempi."""
+    import math
+
+    import soundfile as sf
+
+    sr, rows = 16000, {"train": [], "val": [], "test": []}
+    (tmp_path / "audio").mkdir()
+    t = torch.arange(sr) / sr
+    for root in range(45, 69):
+        for quality, third in (("major", 4), ("minor", 3)):
+            f0 = [440 * 2 ** ((root + k - 69) / 12) for k in (0, third, 7)]
+            x = sum(0.6**h * torch.sin(2 * math.pi * f * (h + 1) * t) for f in f0 for h in range(3)) / 6
+            name = f"audio/{quality}_{root}.wav"
+            sf.write(tmp_path / name, x.numpy(), sr)
+            split = "train" if root % 3 else ("val" if root % 2 else "test")  # held-out roots
+            rows[split].append({"audio": name, "task": "classification", "label_set": "chord_quality", "label": quality})
+    g = torch.Generator().manual_seed(0)
+    for i, bpm in enumerate(range(60, 180, 2)):
+        x = torch.zeros(5 * sr)
+        for k in range(int(5 * bpm / 60)):
+            at = int((0.05 + k * 60 / bpm) * sr)
+            x[at : at + 200] = torch.randn(200, generator=g) * torch.linspace(0.8, 0, 200)
+        name = f"audio/clicks_{bpm}.wav"
+        sf.write(tmp_path / name, x.numpy(), sr)
+        label = "slow" if bpm < 90 else "fast" if bpm > 140 else None
+        if label:
+            rows["train" if i % 3 else "test"].append({"audio": name, "task": "classification", "label_set": "tempo", "label": label})
+    for split, rs in rows.items():
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
+    load_script("probe_label_sets").main(["--corpus", str(tmp_path), "--summary", "--out", str(tmp_path / "out.json")])
+    res = json.loads((tmp_path / "out.json").read_text())["label_sets"]
+    assert res["chord_quality"]["eval_clips"] == 16 and res["chord_quality"]["probe"] >= 0.9
+    assert res["tempo"]["eval_clips"] == 11 and res["tempo"]["probe"] >= 0.9
