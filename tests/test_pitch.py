@@ -8,7 +8,7 @@ import torch
 from audioflamingo.config import PitchConfig, load_model_config
 from audioflamingo.model.encoder import AudioEncoder, PitchClassFeatures, build_encoder
 from audioflamingo.train.loop import train
-from train_fixtures import tiny_config, write_corpus
+from train_fixtures import capture_model, tiny_config, write_corpus
 
 SR = 16000
 
@@ -87,17 +87,7 @@ def test_pitch_branch_is_for_the_conv_transformer_only():
 
 def test_clap_with_a_frozen_trunk_trains_the_pitch_branch_and_the_head_only(tmp_path, monkeypatch):
     """The af-mini setup: trunk frozen and cached (FrameCache), the head (pool, proj, pitch_norm, pitch_proj) trains."""
-    import audioflamingo.train.loop as loop
-
-    captured = {}
-    real = loop.prepare_model
-
-    def spy(cfg, out, main):
-        m = real(cfg, out, main)
-        captured["model"], captured["before"] = m, {n: p.detach().clone() for n, p in m.named_parameters()}
-        return m
-
-    monkeypatch.setattr(loop, "prepare_model", spy)
+    captured = capture_model(monkeypatch)
     import audioflamingo.train.clap as clap_mod
 
     filled = []

@@ -11,7 +11,7 @@ from audioflamingo.config import PitchConfig, RhythmConfig
 from audioflamingo.model.encoder import PitchSummary, RhythmSummary
 from audioflamingo.train.data import FeatureCache
 from conftest import tiny_model
-from train_fixtures import tiny_config, write_corpus
+from train_fixtures import capture_model, tiny_config, write_corpus
 
 SR = 16000
 
@@ -156,18 +156,9 @@ def test_feature_cache_of_a_model_without_the_summary_is_not_reused(tmp_path, ma
 
 
 def test_pretraining_trains_the_pitch_projection_and_leaves_the_encoder_alone(tmp_path, monkeypatch):
-    import audioflamingo.train.loop as loop
     from audioflamingo.train.loop import train
 
-    captured = {}
-    real = loop.prepare_model
-
-    def spy(cfg, out, main):
-        m = real(cfg, out, main)
-        captured["model"], captured["before"] = m, {n: p.detach().clone() for n, p in m.named_parameters()}
-        return m
-
-    monkeypatch.setattr(loop, "prepare_model", spy)
+    captured = capture_model(monkeypatch)
     corpus = write_corpus(tmp_path / "corpus")
     cfg = tiny_config(corpus, tmp_path / "run", "pretrain", **{"max_steps": 3, "optim.weight_decay": 0.0,
                                                                  "model_overrides": {"transform.dropout": 0.0, "transform.pitch.enabled": True,

@@ -32,39 +32,13 @@ def test_probe_finds_a_carried_label_set_and_not_a_random_one(tmp_path, capsys):
     assert "carried" in capsys.readouterr().out
 
 
-def test_pitch_mode_separates_major_from_minor_chords_across_roots(tmp_path):
-    """--pitch probes the pitch branch's features from the audio: major vs minor at unseen roots is separable
-    (the triad profile does not depend on the root); the trunk's 25 ms mel frames could not do this."""
+def _chords(tmp_path, sr: int = 16000) -> dict[str, list[dict]]:
+    """Write 1 s major and minor triads on 24 roots under tmp_path/audio; -> manifest rows per split (held-out roots)."""
     import math
 
     import soundfile as sf
 
-    sr, rows = 16000, {"train": [], "val": [], "test": []}
-    (tmp_path / "audio").mkdir()
-    t = torch.arange(sr) / sr
-    for i, root in enumerate(range(45, 69)):
-        for quality, third in (("major", 4), ("minor", 3)):
-            f0 = [440 * 2 ** ((root + k - 69) / 12) for k in (0, third, 7)]
-            x = sum(0.6**h * torch.sin(2 * math.pi * f * (h + 1) * t) for f in f0 for h in range(3)) / 6
-            name = f"audio/{quality}_{root}.wav"
-            sf.write(tmp_path / name, x.numpy(), sr)
-            split = "train" if root % 3 else ("val" if root % 2 else "test")  # held-out roots
-            rows[split].append({"audio": name, "task": "classification", "label_set": "chord_quality", "label": quality})
-    for split, rs in rows.items():
-        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
-    load_script("probe_label_sets").main(["--corpus", str(tmp_path), "--pitch", "--out", str(tmp_path / "out.json")])
-    res = json.loads((tmp_path / "out.json").read_text())["label_sets"]["chord_quality"]
-    assert res["eval_clips"] == 16 and res["probe"] >= 0.9
-
-
-def test_summary_mode_separates_chord_qualities_and_tempi(tmp_path):
-    """--summary probes what transform.pitch / rhythm give the LM: chord quality at held-out roots and slow vs
-    fast click tracks at held-out tempi."""
-    import math
-
-    import soundfile as sf
-
-    sr, rows = 16000, {"train": [], "val": [], "test": []}
+    rows = {"train": [], "val": [], "test": []}
     (tmp_path / "audio").mkdir()
     t = torch.arange(sr) / sr
     for root in range(45, 69):
@@ -75,6 +49,26 @@ def test_summary_mode_separates_chord_qualities_and_tempi(tmp_path):
             sf.write(tmp_path / name, x.numpy(), sr)
             split = "train" if root % 3 else ("val" if root % 2 else "test")  # held-out roots
             rows[split].append({"audio": name, "task": "classification", "label_set": "chord_quality", "label": quality})
+    return rows
+
+
+def test_pitch_mode_separates_major_from_minor_chords_across_roots(tmp_path):
+    """--pitch probes the pitch branch's features from the audio: major vs minor at unseen roots is separable
+    (the triad profile does not depend on the root); the trunk's 25 ms mel frames could not do this."""
+    rows = _chords(tmp_path)
+    for split, rs in rows.items():
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs))
+    load_script("probe_label_sets").main(["--corpus", str(tmp_path), "--pitch", "--out", str(tmp_path / "out.json")])
+    res = json.loads((tmp_path / "out.json").read_text())["label_sets"]["chord_quality"]
+    assert res["eval_clips"] == 16 and res["probe"] >= 0.9
+
+
+def test_summary_mode_separates_chord_qualities_and_tempi(tmp_path):
+    """--summary probes what transform.pitch / rhythm give the LM: chord quality at held-out roots and slow vs
+    fast click tracks at held-out tempi."""
+    import soundfile as sf
+
+    sr, rows = 16000, _chords(tmp_path)
     g = torch.Generator().manual_seed(0)
     for i, bpm in enumerate(range(60, 180, 2)):
         x = torch.zeros(5 * sr)

@@ -82,3 +82,20 @@ def join_process_group(rank: int, world: int, port: int) -> None:
 
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+
+
+def capture_model(monkeypatch) -> dict:
+    """Patch the training loop's prepare_model so that the returned dict gets, once `train` runs, "model" (the
+    model it trains) and "before" ({name: a copy of each parameter before the first step})."""
+    import audioflamingo.train.loop as loop
+
+    captured: dict = {}
+    real = loop.prepare_model
+
+    def spy(cfg, out, main):
+        m = real(cfg, out, main)
+        captured["model"], captured["before"] = m, {n: p.detach().clone() for n, p in m.named_parameters()}
+        return m
+
+    monkeypatch.setattr(loop, "prepare_model", spy)
+    return captured
