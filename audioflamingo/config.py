@@ -204,7 +204,8 @@ class PitchConfig:
 class RhythmConfig:
     """Onset-periodicity summary of a window (model/encoder.py RhythmSummary, off by default): the normalised
     autocorrelation of a spectral-flux onset envelope (n_fft, hop) read at `bins` tempi spaced evenly in log
-    between bpm_low and bpm_high. A linear probe on it told the corpus' slow / moderate / fast pieces apart (0.91)."""
+    between bpm_low and bpm_high. A linear probe on it (with the pitch summary; scripts/probe_label_sets.py --summary) tells the corpus' slow /
+    moderate / fast pieces apart at 0.93 on val + test clips."""
 
     enabled: bool = False
     n_fft: int = 512

@@ -122,8 +122,8 @@ class PitchSummary(nn.Module):
     """(W, S) windows -> (W, 146) one pitch-class summary per window, parameter-free: the profiles (chroma,
     intervals, triads; PitchClassFeatures.profiles) of the window's energy-weighted chroma (73), then the
     mean of the per-frame profiles weighted by each frame's chroma norm (73), so that silent frames and the
-    zero padding of a short window count for nothing. A linear probe on it separates the corpus' 7 chord
-    qualities (train -> test 0.91) where the CLAP embedding did not (docs/encoder_init.md)."""
+    zero padding of a short window count for nothing. A linear probe on it (with the rhythm summary) separates the
+    corpus' 7 chord qualities at 0.82 on val + test clips, where the CLAP embedding did not (docs/encoder_init.md)."""
 
     dim = 2 * PitchClassFeatures.dim
 
