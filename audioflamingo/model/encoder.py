@@ -98,14 +98,21 @@ class PitchClassFeatures(nn.Module):
         self.register_buffer("tri_i", i, persistent=False)  # (55,)
         self.register_buffer("tri_j", j, persistent=False)  # (55,)
 
-    def chroma(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        """(B, S) -> (B, frames, 12) unit-norm chroma of sqrt-compressed energy; silent frames stay ~0."""
+    def energy(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, S) -> (B, T, 12) sqrt-compressed energy per pitch class and STFT frame."""
         spec = torch.stft(x.float(), self.n_fft, self.hop, window=self.window, pad_mode="constant",  # zeros: any length works
                           return_complex=True)  # (B, K, T)
-        energy = (self.filters @ (spec.abs() ** 2)).clamp(min=0).sqrt()  # (B, 12, T)
-        energy = energy[..., :frames].transpose(1, 2)  # (B, F', 12)
-        floor = 1e-3 * energy.norm(dim=-1).amax(dim=1, keepdim=True)[..., None] + 1e-8  # (B, 1, 1): 60 dB below the loudest frame
-        return energy / (energy.norm(dim=-1, keepdim=True) + floor)  # (B, F', 12)
+        return (self.filters @ (spec.abs() ** 2)).clamp(min=0).sqrt().transpose(1, 2)  # (B, T, 12)
+
+    @staticmethod
+    def normalise(energy: torch.Tensor) -> torch.Tensor:
+        """(B, F, 12) energy -> unit-norm chroma per frame; frames 60 dB below the loudest stay ~0."""
+        floor = 1e-3 * energy.norm(dim=-1).amax(dim=1, keepdim=True)[..., None] + 1e-8  # (B, 1, 1)
+        return energy / (energy.norm(dim=-1, keepdim=True) + floor)  # (B, F, 12)
+
+    def chroma(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B, S) -> (B, frames, 12) unit-norm chroma of sqrt-compressed energy; silent frames stay ~0."""
+        return self.normalise(self.energy(x)[:, :frames])  # (B, F', 12)
 
     def forward(self, x: torch.Tensor, frames: int) -> torch.Tensor:
         return self.profiles(self.chroma(x, frames))  # (B, F', 73)
@@ -133,11 +140,10 @@ class PitchSummary(nn.Module):
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         f = self.features
-        spec = torch.stft(windows.float(), f.n_fft, f.hop, window=f.window, pad_mode="constant", return_complex=True)  # (W, K, T)
-        energy = (f.filters @ (spec.abs() ** 2)).clamp(min=0).sqrt().transpose(1, 2)  # (W, T, 12)
+        energy = f.energy(windows)  # (W, T, 12), one STFT for both halves
         total = energy.sum(1)  # (W, 12): zero frames add nothing
         whole = f.profiles(total / (total.norm(dim=-1, keepdim=True) + 1e-8))  # (W, 73)
-        c = f.chroma(windows, spec.shape[-1])  # (W, T, 12) unit-norm, silent frames ~0
+        c = f.normalise(energy)  # (W, T, 12) unit-norm, silent frames ~0
         w = c.norm(dim=-1, keepdim=True)  # (W, T, 1) ~1 where there is sound, ~0 in silence and padding
         frames = (f.profiles(c) * w).sum(1) / (w.sum(1) + 1e-8)  # (W, 73)
         return torch.cat([whole, frames], dim=-1)  # (W, 146)
