@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from audioflamingo import load_model
 from audioflamingo.model.generate import GenerationConfig, generate
-from audioflamingo.model.shot_copy import CopyMixture, answer_spans, shot_weights
+from audioflamingo.model.shot_copy import CopyMixture, shot_weights
 from audioflamingo.text import IGNORE, encode, icl_text, pad_batch, single_text
 from audioflamingo.train.data import ClipStore, FeatureCache, read_manifest
 
@@ -100,7 +100,7 @@ def greedy_rag(model, feats, rows, shots, max_new_tokens=128, num_beams=1) -> li
     copy, sc = None, model.config.shot_copy
     if sc.weight > 0:  # mixed with the examples' captions, weighted by CLAP similarity (model/shot_copy.py)
         w = shot_weights(audio.embedding, [len(sh) for sh in shots], [1] * len(rows), sc.temperature)
-        copy = CopyMixture([answer_spans(s.tolist(), model.media.sep, model.media.eoc) for s in seqs], w, sc.weight)
+        copy = CopyMixture.from_prompts([s.tolist() for s in seqs], w, sc.weight, model.media.sep, model.media.eoc)
     out = generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams),
                    {model.media.eoc, model.media.eos}, copy=copy)
     return [tok.decode(o, skip_special_tokens=True).strip() for o in out]

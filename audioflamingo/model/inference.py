@@ -121,9 +121,7 @@ class InferenceMixin:
         copy_w = self._copy_weights(shots, clips, audio_tokens)
         copy = None
         if copy_w is not None:
-            held = [answer_spans(i.tolist(), self.media.sep, self.media.eoc) for i in ids]
-            held = [h if len(h) == len(w) else [] for h, w in zip(held, copy_w)]  # a template without one answer span per example: no copying
-            copy = CopyMixture(held, copy_w, self.config.shot_copy.weight)
+            copy = CopyMixture.from_prompts([i.tolist() for i in ids], copy_w, self.config.shot_copy.weight, self.media.sep, self.media.eoc)
         dev = self.device
         out = generate(self, input_ids.to(dev), mask.to(dev), audio_tokens, cfg, {self.media.eoc, self.media.eos}, on_tokens, copy=copy)
         answers = []

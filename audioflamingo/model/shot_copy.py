@@ -84,6 +84,13 @@ class CopyMixture:
         self.so_far: list[list[int]] = [[] for _ in answers]  # y_<t per row
         self._last: torch.Tensor | None = None  # (R, V) the LM log-probs of the current step
 
+    @classmethod
+    def from_prompts(cls, prompts: list[list[int]], weights: list[torch.Tensor], weight: float, sep: int, eoc: int) -> "CopyMixture":
+        """Rows from their prompts' token ids (answer_spans) and (K_r,) example weights; a prompt without exactly one
+        answer span per example (another template) copies nothing rather than pair answers with the wrong weights."""
+        held = [answer_spans(list(p), sep, eoc) for p in prompts]
+        return cls([h if len(h) == len(w) else [] for h, w in zip(held, weights)], weights, weight)
+
     @property
     def active(self) -> bool:
         return self.log_weight > -math.inf and any(self.answers)
