@@ -20,7 +20,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from audioflamingo import load_model
