@@ -231,6 +231,33 @@ class EncoderConfig:
 
 
 @dataclass
+class LevelConfig:
+    """Length, level and onset-count summary of a window (model/encoder.py LevelSummary, off by default): the
+    seconds of the window before its zero padding, its RMS level in dBFS over those seconds, each as a soft
+    one-hot (triangular bins, so that a linear map reads values between the bins), and the number of onsets (peaks
+    of a spectral-flux envelope above a fraction of its largest peak, `peak_fractions`), one-hot up to
+    `max_onsets`. Long captions state the duration and a level word, and note captions a count; the encoder's
+    25 ms tokens carry none of them explicitly."""
+
+    enabled: bool = False
+    max_seconds: float = 7.0  # upper end of the duration bins (a window's length in AF1 / af-mini)
+    seconds_step: float = 0.25
+    db_low: float = -70.0
+    db_high: float = 0.0
+    db_step: float = 2.5
+    n_fft: int = 512
+    hop: int = 160  # 10 ms at 16 kHz
+    min_gap: float = 0.3  # seconds: two onset peaks closer than this count once (0.15 counted vibrato: 0.57 vs 0.74 exact note counts on val)
+    peak_fractions: tuple[float, ...] = (0.1, 0.25, 0.5)
+    max_onsets: int = 15  # counts above it land in its bin
+
+    def bins(self) -> tuple[int, int, int]:
+        """(duration bins, level bins, onset-count values)."""
+        return (round(self.max_seconds / self.seconds_step) + 1, round((self.db_high - self.db_low) / self.db_step) + 1,
+                len(self.peak_fractions) * (self.max_onsets + 1))
+
+
+@dataclass
 class TransformConfig:
     """Representation transformation layers: self-attention over the windows of an audio."""
 
@@ -252,6 +279,11 @@ class TransformConfig:
     # trains. Both off by default.
     pitch: PitchConfig = field(default_factory=PitchConfig)
     rhythm: RhythmConfig = field(default_factory=RhythmConfig)
+    level: LevelConfig = field(default_factory=LevelConfig)  # duration, RMS level and onset count of each window
+    # The audio's CLAP embedding (the L2-normalised mean of its tokens, what retrieval and the nearest-neighbour
+    # caption baseline compare) through LayerNorm + a zero-initialised linear map (`transform.embedding_in`),
+    # added to every token of the audio after these layers: the clip's global identity, directly.
+    embedding_input: bool = False
 
 
 @dataclass

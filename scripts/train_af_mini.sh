@@ -22,9 +22,17 @@ fi
 
 common="--data.train=[$CORPUS/train.jsonl] --data.val=[$CORPUS/val.jsonl] --encoder_cache=$RUN/encoder_cache.pt ${TRAIN_ARGS:-}"
 start=$(date +%s)
-$AF train -c configs/train/af-mini-clap.yaml     $common --tokenizer_from=[$CORPUS/train.jsonl] --out_dir=$RUN/clap ${INIT_ENCODER:+--init_encoder=$INIT_ENCODER}
-cp "$RUN/encoder_cache.pt" "$RUN/encoder_cache_after_clap.pt"  # the clips CLAP saw (train + val): excluded from scoring
-$AF train -c configs/train/af-mini-pretrain.yaml $common --model=$RUN/clap/model     --out_dir=$RUN/pretrain
+if [ -f "$RUN/clap/model/config.json" ] && [ -f "$RUN/encoder_cache_after_clap.pt" ]; then
+  # a finished clap stage in RUN is kept (REUSE: the window summaries and the stages after it changed, not the encoder)
+  echo "reusing the clap stage in $RUN/clap (delete it to train it again)"
+else
+  $AF train -c configs/train/af-mini-clap.yaml     $common --tokenizer_from=[$CORPUS/train.jsonl] --out_dir=$RUN/clap ${INIT_ENCODER:+--init_encoder=$INIT_ENCODER}
+  cp "$RUN/encoder_cache.pt" "$RUN/encoder_cache_after_clap.pt"  # the clips CLAP saw (train + val): excluded from scoring
+fi
+# the preset's transform settings (window summaries, embedding input) apply from here on even to a clap stage trained
+# before they changed: its zero-initialised, never trained summary projection is replaced (model/loading.py)
+$AF train -c configs/train/af-mini-pretrain.yaml $common --model=$RUN/clap/model     --out_dir=$RUN/pretrain \
+    "--model_overrides=$($PY -c 'import json; from audioflamingo.config import load_model_config, to_dict; t = to_dict(load_model_config("af-mini").transform); print(json.dumps({f"transform.{k}": v for k, v in t.items()}))')"
 # the encoder is frozen after clap, so its CLAP embedding (and the encoder cache) serve every later stage
 $AF index build "$CORPUS/train.jsonl" --out "$RUN/index-train" --model $RUN/clap/model --encoder-cache "$RUN/encoder_cache.pt"
 $AF index icl "$CORPUS/train.jsonl" --index "$RUN/index-train" --out "$RUN/icl_train.jsonl" -k 8 --seed 0 \

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from audioflamingo.config import EncoderConfig, MelConfig, PitchConfig, RhythmConfig, TransformConfig
+from audioflamingo.config import EncoderConfig, LevelConfig, MelConfig, PitchConfig, RhythmConfig, TransformConfig
 
 
 def hz_to_mel(f):
@@ -179,6 +179,51 @@ class RhythmSummary(nn.Module):
         return ac[:, lo] * (1 - frac) + ac[:, lo + 1] * frac  # (W, bins)
 
 
+def soft_one_hot(x: torch.Tensor, low: float, step: float, bins: int) -> torch.Tensor:
+    """(W,) values -> (W, bins) triangular bins centred at low + k * step: weights of the two nearest centres, summing
+    to 1 (values outside the range land on the end bin)."""
+    pos = ((x - low) / step).clamp(0, bins - 1)  # (W,)
+    centres = torch.arange(bins, device=x.device, dtype=pos.dtype)  # (bins,)
+    return (1 - (pos[:, None] - centres).abs()).clamp(min=0)  # (W, bins)
+
+
+class LevelSummary(nn.Module):
+    """(W, S) windows -> (W, dim) parameter-free: the window's length before its zero padding (seconds) and its
+    RMS level over that length (dBFS), each as a soft one-hot, and its onset count (peaks of a smoothed
+    spectral-flux envelope that are the largest within `min_gap` and above each of `peak_fractions` of the
+    window's largest peak), one-hot per fraction. A silent window: length 0, level at the lowest bin, 0 onsets."""
+
+    def __init__(self, cfg: LevelConfig, sample_rate: int):
+        super().__init__()
+        self.cfg, self.sample_rate = cfg, sample_rate
+        self.dim = sum(cfg.bins())
+        self.register_buffer("window", torch.hann_window(cfg.n_fft, device="cpu"), persistent=False)
+        self.register_buffer("smooth", torch.tensor([[[1.0, 2.0, 3.0, 2.0, 1.0]]], device="cpu") / 9, persistent=False)  # (1, 1, 5)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        cfg = self.cfg
+        x = windows.float()  # (W, S)
+        S = x.shape[1]
+        nonzero = x.abs() > 0  # (W, S)
+        last = torch.where(nonzero.any(1), S - nonzero.flip(1).int().argmax(1), torch.zeros_like(nonzero[:, 0], dtype=torch.long))  # (W,) samples before the padding
+        seconds = last.float() / self.sample_rate  # (W,)
+        power = (x ** 2).sum(1) / last.clamp(min=1)  # (W,) mean square over the unpadded part
+        db = 10 * torch.log10(power + 1e-10)  # (W,)
+        n_sec, n_db, _ = cfg.bins()
+        parts = [soft_one_hot(seconds, 0.0, cfg.seconds_step, n_sec), soft_one_hot(db, cfg.db_low, cfg.db_step, n_db)]  # (W, n_sec), (W, n_db)
+        spec = torch.stft(x, cfg.n_fft, cfg.hop, window=self.window, pad_mode="constant", return_complex=True)  # (W, K, T)
+        logmag = torch.log1p(100.0 * spec.abs())  # (W, K, T)
+        flux = (logmag[..., 1:] - logmag[..., :-1]).clamp(min=0).sum(1)  # (W, T-1)
+        flux = F.conv1d(flux[:, None], self.smooth, padding=2)[:, 0]  # (W, T-1)
+        k = 2 * max(1, round(cfg.min_gap * self.sample_rate / cfg.hop / 2)) + 1  # odd neighbourhood in frames
+        peak = (flux == F.max_pool1d(flux[:, None], k, stride=1, padding=k // 2)[:, 0]) & (flux > 1e-3)  # (W, T-1) local maxima
+        top = flux.amax(1, keepdim=True)  # (W, 1)
+        for frac in cfg.peak_fractions:
+            count = (peak & (flux >= frac * top)).sum(1).clamp(max=cfg.max_onsets)  # (W,)
+            parts.append(F.one_hot(count, cfg.max_onsets + 1).to(x.dtype))  # (W, max_onsets + 1)
+        return torch.cat(parts, dim=-1)  # (W, dim)
+
+
 class WindowSummary(nn.Module):
     """(W, S) windows -> (W, dim): the enabled parameter-free summaries of TransformConfig (pitch, rhythm) side by
     side. The model adds them to each window's tokens through `transform.summary_in` (model/xattn.py)."""
@@ -187,16 +232,17 @@ class WindowSummary(nn.Module):
         super().__init__()
         self.pitch = PitchSummary(cfg.pitch, sample_rate) if cfg.pitch.enabled else None
         self.rhythm = RhythmSummary(cfg.rhythm, sample_rate) if cfg.rhythm.enabled else None
+        self.level = LevelSummary(cfg.level, sample_rate) if cfg.level.enabled else None
         self.dim = summary_dim(cfg)
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        parts = [m(windows) for m in (self.pitch, self.rhythm) if m is not None]  # (W, 146), (W, bins)
+        parts = [m(windows) for m in (self.pitch, self.rhythm, self.level) if m is not None]  # (W, 146), (W, bins), (W, level dim)
         return torch.cat(parts, dim=-1)  # (W, dim)
 
 
 def summary_dim(cfg: TransformConfig) -> int:
     """Values per window of the enabled summaries (0: none)."""
-    return PitchSummary.dim * cfg.pitch.enabled + cfg.rhythm.bins * cfg.rhythm.enabled
+    return PitchSummary.dim * cfg.pitch.enabled + cfg.rhythm.bins * cfg.rhythm.enabled + sum(cfg.level.bins()) * cfg.level.enabled
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:

@@ -75,13 +75,13 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         a, e = config.audio, config.encoder
         self.encoder = build_encoder(e, a.sample_rate, a.window_samples)
         self.transform = RepresentationTransform(e.out_dim, config.transform)
-        # transform.pitch / transform.rhythm: parameter-free summaries of each window ride along with the encoder's
+        # transform.pitch / rhythm / level: parameter-free summaries of each window ride along with the encoder's
         # N tokens as `summary_slots` extra rows of width E (so that a cache of window features holds them)
         dim = summary_dim(config.transform)
         self.window_summary = WindowSummary(config.transform, a.sample_rate) if dim else None
         self.summary_slots = -(-dim // e.out_dim) if dim else 0
-        if dim and a.pad_to_max_windows:
-            raise ValueError("transform.pitch / transform.rhythm are not available in AF1's fixed-slot audio mode (audio.pad_to_max_windows)")
+        if (dim or config.transform.embedding_input) and a.pad_to_max_windows:
+            raise ValueError("transform.pitch / rhythm / level / embedding_input are not available in AF1's fixed-slot audio mode (audio.pad_to_max_windows)")
         if tokenizer is not None or vocab_size is not None:
             lm.resize_token_embeddings(vocab_size or len(tokenizer), mean_resizing=False)
         self.lm = lm
@@ -146,7 +146,7 @@ class AudioFlamingo(InferenceMixin, nn.Module):
 
     def encode_windows(self, windows: torch.Tensor) -> torch.Tensor:
         """(W_total, S) every real window of the batch, in ONE encoder call -> (W_total, N, E) window features;
-        with window summaries (transform.pitch / rhythm), (W_total, N + summary_slots, E): they follow the tokens."""
+        with window summaries (transform.pitch / rhythm / level), (W_total, N + summary_slots, E): they follow the tokens."""
         windows = windows.to(self.device)
         feats = self.encoder(windows)  # (W, N, E)
         if self.window_summary is None:
@@ -163,7 +163,7 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         N = self.config.encoder.tokens_per_window
         if feats.shape[1] != N + self.summary_slots:
             raise ValueError(f"window features have {feats.shape[1]} rows per window, this model expects {N} tokens + "
-                             f"{self.summary_slots} window-summary rows (transform.pitch / rhythm): features cached by another model?")
+                             f"{self.summary_slots} window-summary rows (transform.pitch / rhythm / level): features cached by another model?")
         return feats[:, :N], feats[:, N:].flatten(1)[:, : self.window_summary.dim]  # (W, N, E), (W, D)
 
     def audio_embedding(self, feats: torch.Tensor) -> torch.Tensor:
@@ -213,6 +213,8 @@ class AudioFlamingo(InferenceMixin, nn.Module):
             p = self.transform.summary_in(summary.to(x.dtype))  # (W_total, E)
             p, _ = self.pack_windows(p[:, None].expand(-1, feats.shape[1], -1), counts)  # (U, Lmax, E), zero on padding
             x = x + p  # (U, Lmax, E)
+        if self.config.transform.embedding_input:  # the audio's CLAP embedding on each of its tokens
+            x = x + self.transform.embedding_in(emb.to(x.dtype))[:, None] * (~pad)[..., None]  # (U, Lmax, E), zero on padding
         lengths = (~pad).sum(1).tolist()  # tokens per audio
         L = max(1, max(sum(lengths[u] for u in row) for row in slots))
         tokens = x.new_zeros(len(audios), L, E)  # (B, L, E)

@@ -114,9 +114,11 @@ def added_modules(before: ModelConfig, after: ModelConfig) -> tuple[str, ...]:
     """Parameter-name prefixes of the zero-initialised branches that `after` switches on and `before` lacks: a
     checkpoint of `before` loads into a model of `after` with those parameters left at their (no-op) init."""
     prefixes = []
-    summaries = lambda c: c.transform.pitch.enabled or c.transform.rhythm.enabled  # noqa: E731
-    if summaries(after) and not summaries(before):  # (adding one to another changes summary_in's shape: no)
-        prefixes.append("transform.summary_in.")
+    summaries = lambda c: [to_dict(getattr(c.transform, k)) for k in ("pitch", "rhythm", "level") if getattr(c.transform, k).enabled]  # noqa: E731
+    if summaries(after) and summaries(after) != summaries(before):  # other summaries: a projection of another shape,
+        prefixes.append("transform.summary_in.")  # which load_state takes over only if it never trained (all zero)
+    if after.transform.embedding_input and not before.transform.embedding_input:
+        prefixes.append("transform.embedding_in.")
     if after.encoder.pitch.enabled and not before.encoder.pitch.enabled:
         prefixes += ["encoder.pitch_norm.", "encoder.pitch_proj."]
     return tuple(prefixes)
@@ -139,6 +141,13 @@ def load_state(model: AudioFlamingo, weights: Path, fresh: tuple[str, ...] = ())
     for name, t in own.items():
         ptr_names.setdefault((t.data_ptr(), t.shape), []).append(name)
     aliases = {n for names in ptr_names.values() for n in names[1:]}  # tied copies, stored once
+    for prefix in fresh:  # a zero-initialised branch of another shape that never trained (its projection is all
+        # zero, e.g. in the clap stage's output) is replaced by the new one; a trained one must match (below)
+        keys = [k for k in state if k.startswith(prefix)]
+        reshaped = any(k in own and state[k].shape != own[k].shape for k in keys)
+        if reshaped and all(not state[k].any() for k in keys if k.endswith((".1.weight", ".1.bias"))):
+            warnings.warn(f"{weights}: {prefix.rstrip('.')} of another shape was never trained: it starts again from zero", stacklevel=3)
+            state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     missing = sorted(k for k in own if k not in state and k not in aliases)
     added = [k for k in missing if k.startswith(fresh)] if fresh else []
     if added:

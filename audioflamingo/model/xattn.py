@@ -37,10 +37,14 @@ class RepresentationTransform(nn.Module):
             raise ValueError(f"transform.positions {cfg.positions!r} unknown; use 'sinusoids' or 'interleaved'")
         self.input_norm = nn.LayerNorm(width, eps=cfg.layer_norm_eps) if cfg.input_norm and cfg.layers else None
         dim = summary_dim(cfg)
-        if dim:  # (W, dim) window summaries (pitch, rhythm) -> (W, E), added to that window's tokens by the model
+        if dim:  # (W, dim) window summaries (pitch, rhythm, level) -> (W, E), added to that window's tokens by the model
             self.summary_in = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, width))
             nn.init.zeros_(self.summary_in[1].weight)  # zero: adds nothing until trained
             nn.init.zeros_(self.summary_in[1].bias)
+        if cfg.embedding_input:  # (A, E) the audio's CLAP embedding -> (A, E), added to all its tokens by the model
+            self.embedding_in = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
+            nn.init.zeros_(self.embedding_in[1].weight)  # zero: adds nothing until trained
+            nn.init.zeros_(self.embedding_in[1].bias)
 
     def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
         if self.layers is None:

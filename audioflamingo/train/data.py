@@ -395,6 +395,16 @@ class ClipStore:
         return clip
 
 
+def summary_settings(model) -> str:
+    """The enabled window summaries of `model` and their settings as one string ("" for none)."""
+    cfg = getattr(getattr(model, "config", None), "transform", None)
+    if not getattr(model, "summary_slots", 0) or cfg is None:
+        return ""
+    from audioflamingo.config import to_dict
+
+    return json.dumps({k: to_dict(getattr(cfg, k)) for k in ("pitch", "rhythm", "level") if getattr(cfg, k).enabled}, sort_keys=True)
+
+
 class FeatureCache:
     """Encoder outputs (W, N, E) per clip for stages whose encoder is frozen, computed once, in batches,
     and kept in memory and in `path` (a .pt keyed by audio key, valid for one encoder fingerprint)."""
@@ -403,12 +413,14 @@ class FeatureCache:
         self.model, self.clips, self.batch_windows = model, clips, batch_windows
         self.fingerprint = model.embedding_fingerprint()
         self.summary_slots = getattr(model, "summary_slots", 0)  # window-summary rows after the tokens (AudioFlamingo.encode_windows)
+        self.summaries = summary_settings(model)  # which summaries, with what settings: a cache of others is not reused
         self.path, self.write = path, write
         self._saved = 0  # entries in the file as last read or written
         self.feats: dict[str, torch.Tensor] = {}
         if path is not None and path.is_file():
             saved = torch.load(path, weights_only=True)
-            if saved.get("fingerprint") == self.fingerprint and saved.get("summary_slots", 0) == self.summary_slots:
+            if (saved.get("fingerprint") == self.fingerprint and saved.get("summary_slots", 0) == self.summary_slots
+                    and saved.get("summaries", "") == self.summaries):
                 self.feats = saved["feats"]
                 self._saved = len(self.feats)
 
@@ -418,7 +430,7 @@ class FeatureCache:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")  # one per process: no clash between writers
-        torch.save({"fingerprint": self.fingerprint, "summary_slots": self.summary_slots, "feats": self.feats}, tmp)
+        torch.save({"fingerprint": self.fingerprint, "summary_slots": self.summary_slots, "summaries": self.summaries, "feats": self.feats}, tmp)
         tmp.replace(self.path)
         self._saved = len(self.feats)
 

@@ -1,0 +1,127 @@
+"""transform.level (each window's unpadded length, RMS level and onset counts) and transform.embedding_input (the
+audio's CLAP embedding added to its tokens): parameter-free inputs behind zero-initialised projections."""
+
+import math
+
+import pytest
+import torch
+
+from audioflamingo.config import LevelConfig
+from audioflamingo.model.encoder import LevelSummary, soft_one_hot
+from audioflamingo.train.data import ClipStore, FeatureCache
+from conftest import tiny_model
+
+SR = 16000
+
+
+def _notes(count: int, gap: float = 0.5, seconds: float = 7.0, amp: float = 0.3) -> torch.Tensor:
+    """(S,) `count` decaying tones `gap` seconds apart, then zero padding up to `seconds`."""
+    x = torch.zeros(int(seconds * SR))
+    t = torch.arange(int(0.4 * SR)) / SR
+    env = torch.exp(-6 * t) * torch.cos(0.5 * math.pi * t / 0.4) ** 2  # (0.4 s,) decays to 0: no click at its end
+    for k in range(count):
+        f = 220 * 2 ** ((k % 5) / 12)
+        i = int((0.05 + k * gap) * SR)
+        x[i : i + len(t)] += amp * torch.sin(2 * math.pi * f * t) * env
+    return x
+
+
+def _decode(cfg: LevelConfig, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """(W, dim) -> seconds (W,), dB (W,), onset counts per fraction: the bins' weighted centres and argmaxes."""
+    n_sec, n_db, _ = cfg.bins()
+    sec = s[:, :n_sec] @ (torch.arange(n_sec) * cfg.seconds_step)  # (W,)
+    db = cfg.db_low + s[:, n_sec : n_sec + n_db] @ (torch.arange(n_db) * cfg.db_step)  # (W,)
+    rest = s[:, n_sec + n_db :]
+    counts = [rest[:, k * (cfg.max_onsets + 1) : (k + 1) * (cfg.max_onsets + 1)].argmax(1) for k in range(len(cfg.peak_fractions))]
+    return sec, db, counts
+
+
+def test_soft_one_hot_reads_back_values_between_bins():
+    v = torch.tensor([0.0, 0.3, 1.1, 9.0])
+    h = soft_one_hot(v, 0.0, 0.25, 29)  # (4, 29)
+    assert torch.allclose(h.sum(1), torch.ones(4))
+    assert torch.allclose(h @ (torch.arange(29) * 0.25), torch.tensor([0.0, 0.3, 1.1, 7.0]))  # 9 s lands on the last bin
+
+
+def test_level_summary_reads_length_level_and_note_count():
+    cfg = LevelConfig(enabled=True)
+    ls = LevelSummary(cfg, SR)
+    t = torch.arange(int(2.6 * SR)) / SR
+    tone = torch.nn.functional.pad(0.1 * torch.sin(2 * math.pi * 440 * t), (0, int(4.4 * SR)))  # 2.6 s, then padding
+    wins = torch.stack([tone, _notes(3), _notes(6), torch.zeros(7 * SR)])  # (4, 7 s)
+    s = ls(wins)  # (4, dim)
+    assert s.shape == (4, sum(cfg.bins()))
+    sec, db, counts = _decode(cfg, s)
+    assert abs(sec[0] - 2.6) < 0.01 and abs(db[0] - 20 * math.log10(0.1 / math.sqrt(2))) < 0.1  # -23 dBFS sine
+    assert all(c[1:3].tolist() == [3, 6] for c in counts)  # every threshold counts the notes
+    assert counts[0][0] == 1  # a steady tone: one onset
+    assert sec[3] == 0 and db[3] == cfg.db_low and all(c[3] == 0 for c in counts)  # silence
+    assert torch.allclose(torch.cat([ls(w[None]) for w in wins]), s, atol=1e-6)  # a batch = windows one by one
+    # louder is louder, and a level outside the bins stays on the end bin
+    assert _decode(cfg, ls(4 * wins[:1]))[1][0] > db[0] + 11
+
+
+def _pair():
+    """A tiny model and the same weights with transform.level and embedding_input on (their projections at zero)."""
+    plain = tiny_model()
+    more = tiny_model(**{"transform.level.enabled": True, "transform.embedding_input": True})
+    missing, unexpected = more.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and {m.split(".")[1] for m in missing} == {"summary_in", "embedding_in"}
+    return plain, more
+
+
+@torch.no_grad()
+def test_fresh_level_and_embedding_inputs_change_nothing_until_trained():
+    plain, more = _pair()
+    clips = [more.load_clip((_notes(4, seconds=2.5).numpy(), SR)), more.load_clip((_notes(2, seconds=1.5).numpy(), SR))]
+    a, b = more.encode_audio([clips, clips[1:]]), plain.encode_audio([clips, clips[1:]])
+    assert torch.allclose(a.tokens, b.tokens, atol=1e-6) and torch.equal(a.audio_index, b.audio_index)
+    torch.nn.init.normal_(more.transform.embedding_in[1].weight)
+    c = more.encode_audio([clips, clips[1:]])
+    assert not torch.allclose(c.tokens, b.tokens, atol=1e-3)  # trained, it speaks
+    assert torch.equal(c.tokens[a.audio_index < 0], torch.zeros_like(c.tokens[a.audio_index < 0]))  # never on padding
+    assert torch.allclose(c.embedding, b.embedding)  # the CLAP embedding itself is unchanged
+    # the second sample holds clip 1 alone: its tokens there equal its tokens in the first sample
+    n0 = int((a.audio_index[0] == 0).sum())
+    n1 = int((a.audio_index[1] == 0).sum())
+    assert torch.allclose(c.tokens[0, n0 : n0 + n1], c.tokens[1, :n1], atol=1e-5)
+
+
+def test_old_checkpoint_loads_with_embedding_input_switched_on(tmp_path):
+    from audioflamingo.model.loading import load_model
+    from audioflamingo.train.loop import export
+
+    plain = tiny_model()
+    path = export(plain, tmp_path / "plain")
+    with pytest.warns(UserWarning, match="transform.embedding_in"):
+        model = load_model(path, overrides={"transform.embedding_input": True})
+    clip = model.load_clip((_notes(3, seconds=2.0).numpy(), SR))
+    with torch.no_grad():
+        assert torch.allclose(model.encode_audio([[clip]]).tokens, plain.encode_audio([[clip]]).tokens, atol=1e-6)
+
+
+def test_feature_cache_of_other_summary_settings_is_not_reused(tmp_path, make_wav):
+    wav = str(make_wav("a.wav", seconds=1.5))
+    path = tmp_path / "cache.pt"
+    a = tiny_model(**{"transform.level.enabled": True})
+    b = tiny_model(**{"transform.level.enabled": True, "transform.level.min_gap": 0.2})  # same rows, other values
+    assert a.summary_slots == b.summary_slots
+    FeatureCache(a, ClipStore(SR, a.config.audio), path).fill([wav])
+    assert FeatureCache(a, ClipStore(SR, a.config.audio), path).feats  # same settings: reused
+    assert not FeatureCache(b, ClipStore(SR, b.config.audio), path).feats  # other settings: encoded again
+
+
+def test_an_untrained_summary_projection_of_another_shape_is_replaced_a_trained_one_is_not(tmp_path):
+    from audioflamingo.model.loading import CheckpointError, load_model
+    from audioflamingo.train.loop import export
+
+    pitched = tiny_model(**{"transform.pitch.enabled": True})  # summary_in at its zero init, as after the clap stage
+    path = export(pitched, tmp_path / "clap")
+    with pytest.warns(UserWarning, match="never trained"):
+        model = load_model(path, overrides={"transform.level.enabled": True})
+    assert model.window_summary.dim == pitched.window_summary.dim + sum(LevelConfig().bins())
+    with torch.no_grad():
+        torch.nn.init.normal_(pitched.transform.summary_in[1].weight)
+    path = export(pitched, tmp_path / "trained")
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_model(path, overrides={"transform.level.enabled": True})  # its trained projection would be lost
