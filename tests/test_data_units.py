@@ -29,7 +29,20 @@ def test_path_rules_label_only_known_files():
         "sfx", {"category": "footsteps", "surface": "snow", "phrase": "footsteps on snow"})
     assert _label("lmms-common", "usr/share/lmms/samples/drums/hihat_closed02.ogg")[1]["instrument"] == "hi-hat"
     assert _label("minetest-data", "usr/share/games/minetest/default_place_node.1.ogg") is None
-    assert _stem_group("minetest-data", "a/default_wood_footstep.1.ogg") == _stem_group("minetest-data", "b/default_wood_footstep.2.ogg")
+    assert _stem_group("minetest-data", "a/default_door_open.1.ogg") == _stem_group("minetest-data", "b/default_door_open.2.ogg")
+
+
+def test_footstep_takes_are_separate_groups_other_takes_stay_together(tmp_path):
+    from audioflamingo.data.sources import _cand
+
+    def group(rel):
+        kind, facts = _label("minetest-data", rel)
+        return _cand("minetest-data", tmp_path, rel, kind, facts).group
+
+    steps = [group(f"usr/share/games/minetest/default_wood_footstep.{k}.ogg") for k in (1, 2)]
+    assert steps[0] != steps[1]  # each take of a surface can land in its own split
+    fires = [group(f"usr/share/games/minetest/fire_fire.{k}.ogg") for k in (1, 2)]
+    assert fires[0] == fires[1]  # takes of other sounds stay together
 
 
 def test_0ad_rules_read_zip_member_paths():

@@ -218,7 +218,11 @@ def _cand(package, root, rel, kind, facts, member=None, zpath=None, ffmpeg_forma
         render = {"op": "decode_zip", "path": str(zpath), "member": member}
     short = re.sub(r"^usr/(share/)?(games/)?", "", Path(name).with_suffix("").as_posix())
     uid = f"{package}/{re.sub(r'[^A-Za-z0-9_.-]+', '_', short)}"
-    return Candidate(uid, package, kind, _stem_group(package, name), facts, prov, render)
+    # Footstep takes are separate recordings of steps on one surface: each is its own group. With all takes of a
+    # package's surface in one group, every evaluated surface had been heard in training only from the other game,
+    # if at all (footstep surface stayed at chance; 12 surfaces, one group each per package).
+    group = f"{package}:{Path(name).as_posix().lower()}" if "surface" in facts else _stem_group(package, name)
+    return Candidate(uid, package, kind, group, facts, prov, render)
 
 
 def real_candidates(packages: list[str], cache: Path) -> list[Candidate]:

@@ -74,8 +74,8 @@ def assign_splits(clips: list[dict], seed: int, balance: bool = False) -> None:
 def balance_label_sets(clips: list[dict], seed: int, keys=None) -> dict[str, list[str]]:
     """Move whole groups from train so that every closed label set is scored on enough groups.
 
-    The hash split is blind to labels: a label set made of few groups (footstep surfaces: one group per
-    surface and package; noise colours: one per colour and length) can end with one group, or none, in
+    The hash split is blind to labels: a label set made of few groups (footstep surfaces: until 7 Dec 2026
+    one group per surface and package, now one per take, data/sources.py; noise colours: one per colour and length) can end with one group, or none, in
     test (the standard plan at seed 0: footsteps 7 test items, all gravel; noise colour 0). For each label
     set with at least 6 groups, val and test each get at least max(2, ceil(10 %)) of its groups, taken
     from train in a seeded order, never a value's last train group (every evaluated value stays trained),
