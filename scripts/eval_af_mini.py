@@ -52,6 +52,15 @@ def text_scores(preds: list[str], rows: list[dict]) -> dict:
             "word_f1": sum(word_f1(p, r["answer"]) for p, r in zip(preds, rows)) / len(rows)}
 
 
+def paired_gain(preds: list[str], baseline: list[str], rows: list[dict], samples: int = 2000, seed: int = 0) -> dict:
+    """Mean per-item word-F1 gain of `preds` over `baseline` on the same rows, with a 95 % paired bootstrap
+    interval (items resampled with replacement, `samples` times, seeded): an interval above 0 = clearly better."""
+    gain = torch.tensor([word_f1(p, r["answer"]) - word_f1(b, r["answer"]) for p, b, r in zip(preds, baseline, rows)], dtype=torch.float64)  # (n,)
+    idx = torch.randint(len(gain), (samples, len(gain)), generator=torch.Generator().manual_seed(seed))  # (samples, n)
+    lo, hi = torch.quantile(gain[idx].mean(1), torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+    return {"mean": gain.mean().item(), "ci95": [lo, hi], "wins": int((gain > 0).sum()), "losses": int((gain < 0).sum())}
+
+
 @torch.no_grad()
 def option_scores(model, feats, rows) -> list[list[float]]:
     """Sum of answer-token log-probs of each option (the whole answer chunk: option, end of chunk, EOS)."""
@@ -224,6 +233,7 @@ def main() -> None:
                 for d, c in zip(res["all"], copies):
                     d["nn_copy"] = c
             res["nn_baseline"] = text_scores(copies, rows)
+            res["gain_over_nn"] = paired_gain(preds, copies, rows)  # the model alone vs the copy, item by item
             if args.rag:  # the model with its K nearest training clips as examples (one per file; nearest last)
                 near = sims.topk(args.rag, dim=1).indices.flip(1).tolist()  # (n, K) farthest first
                 shots = [[(keys[j], answer[keys[j]][1], answer[keys[j]][0]) for j in js] for js in near]
@@ -233,7 +243,11 @@ def main() -> None:
                     rag = []
                     for i in tqdm(range(0, len(rows), args.batch), desc=f"{task} rag"):
                         rag += greedy_rag(model, feats, rows[i : i + args.batch], shots[i : i + args.batch], args.max_new_tokens, num_beams=args.num_beams)
-                    res[f"rag_{args.rag}" + (f"_copy{weight}" if weight is not None else "")] = text_scores(rag, rows)
+                    name = f"rag_{args.rag}" + (f"_copy{weight}" if weight is not None else "")
+                    res[name] = {**text_scores(rag, rows), "gain_over_nn": paired_gain(rag, copies, rows)}
+                    if args.dump:
+                        for d, c in zip(res["all"], rag):
+                            d[name] = c
             if args.rerank:  # the model picks among its own answer and the K nearest training clips' captions
                 near = sims.topk(args.rerank, dim=1).indices.tolist()  # (n, K)
                 picked, picked_mean = [], []

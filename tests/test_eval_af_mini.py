@@ -1,0 +1,27 @@
+"""scripts/eval_af_mini.py: word F1 and the paired bootstrap of a model's gain over the nearest-neighbour copy."""
+
+from conftest import load_script
+
+ev = load_script("eval_af_mini")
+
+
+def test_word_f1_counts_shared_words():
+    assert ev.word_f1("A dog barking.", "a dog barking") == 1.0
+    assert ev.word_f1("a cat", "a dog") == 0.5
+    assert ev.word_f1("", "a dog") == 0.0
+
+
+def test_paired_gain_interval_is_above_zero_only_for_a_consistent_gain():
+    rows = [{"answer": f"a {w} barking loudly"} for w in ("dog", "fox", "seal", "cow", "owl", "bat", "elk", "yak")] * 5  # 40 items
+    right = [r["answer"] for r in rows]
+    wrong = ["a cat barking loudly"] * len(rows)
+    same = ev.paired_gain(right, right, rows)
+    assert same["mean"] == 0 and same["ci95"] == [0.0, 0.0] and same["wins"] == same["losses"] == 0
+    better = ev.paired_gain(right, wrong, rows)
+    assert better["mean"] > 0 and better["ci95"][0] > 0 and better["wins"] == 40
+    # right on half the items, wrong on the other half, against a baseline right on the other half: no gain
+    half = [r if i % 2 else w for i, (r, w) in enumerate(zip(right, wrong))]
+    other = [w if i % 2 else r for i, (r, w) in enumerate(zip(right, wrong))]
+    tie = ev.paired_gain(half, other, rows)
+    assert tie["mean"] == 0 and tie["ci95"][0] < 0 < tie["ci95"][1]
+    assert ev.paired_gain(half, other, rows) == tie  # seeded
