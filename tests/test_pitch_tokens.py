@@ -155,16 +155,19 @@ def test_feature_cache_of_a_model_without_the_summary_is_not_reused(tmp_path, ma
     assert again.feats[wav].shape[1] == pitched.config.encoder.tokens_per_window + pitched.summary_slots
 
 
-def test_pretraining_trains_the_pitch_projection_and_leaves_the_encoder_alone(tmp_path, monkeypatch):
+@pytest.mark.parametrize("branches, trained", [
+    ({"transform.pitch.enabled": True, "transform.rhythm.enabled": True}, {"transform.summary_in.1.weight", "transform.summary_in.1.bias"}),
+    ({"transform.level.enabled": True, "transform.embedding_input": True}, {"transform.summary_in.1.weight", "transform.embedding_in.1.weight"}),
+], ids=["pitch-rhythm", "level-embedding"])
+def test_pretraining_trains_the_new_projections_and_leaves_the_encoder_alone(tmp_path, monkeypatch, branches, trained):
     from audioflamingo.train.loop import train
 
     captured = capture_model(monkeypatch)
     corpus = write_corpus(tmp_path / "corpus")
     cfg = tiny_config(corpus, tmp_path / "run", "pretrain", **{"max_steps": 3, "optim.weight_decay": 0.0,
-                                                                 "model_overrides": {"transform.dropout": 0.0, "transform.pitch.enabled": True,
-                                                                                    "transform.rhythm.enabled": True}})
+                                                                 "model_overrides": {"transform.dropout": 0.0, **branches}})
     train(cfg)
     model, before = captured["model"], captured["before"]
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
-    assert {"transform.summary_in.1.weight", "transform.summary_in.1.bias"} <= changed
+    assert trained <= changed
     assert not any(n.startswith("encoder.") for n in changed)
