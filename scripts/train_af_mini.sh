@@ -23,7 +23,7 @@ fi
 common="--data.train=[$CORPUS/train.jsonl] --data.val=[$CORPUS/val.jsonl] --encoder_cache=$RUN/encoder_cache.pt ${TRAIN_ARGS:-}"
 start=$(date +%s)
 if [ -f "$RUN/clap/model/config.json" ] && [ -f "$RUN/encoder_cache_after_clap.pt" ]; then
-  # a finished clap stage in RUN is kept (REUSE: the window summaries and the stages after it changed, not the encoder)
+  # a finished clap stage in RUN is kept: changes after it (window summaries, later stages) need not train it again
   echo "reusing the clap stage in $RUN/clap (delete it to train it again)"
 else
   $AF train -c configs/train/af-mini-clap.yaml     $common --tokenizer_from=[$CORPUS/train.jsonl] --out_dir=$RUN/clap ${INIT_ENCODER:+--init_encoder=$INIT_ENCODER}

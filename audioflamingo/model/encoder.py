@@ -240,6 +240,14 @@ class WindowSummary(nn.Module):
         return torch.cat(parts, dim=-1)  # (W, dim)
 
 
+def summary_settings(cfg: TransformConfig) -> dict:
+    """{name: settings} of the enabled window summaries ({} for none): what a cache of window features and a
+    checkpoint's summary projection depend on."""
+    from audioflamingo.config import to_dict
+
+    return {k: to_dict(getattr(cfg, k)) for k in ("pitch", "rhythm", "level") if getattr(cfg, k).enabled}
+
+
 def summary_dim(cfg: TransformConfig) -> int:
     """Values per window of the enabled summaries (0: none)."""
     return PitchSummary.dim * cfg.pitch.enabled + cfg.rhythm.bins * cfg.rhythm.enabled + sum(cfg.level.bins()) * cfg.level.enabled

@@ -16,6 +16,7 @@ import torch
 
 from audioflamingo.config import ModelConfig, from_dict, list_presets, load_model_config, to_dict
 from audioflamingo.model.clap_text import load_text_head
+from audioflamingo.model.encoder import summary_settings
 from audioflamingo.model.flamingo import AudioFlamingo
 from audioflamingo.text import MEDIA_TOKENS, load_tokenizer
 
@@ -114,8 +115,8 @@ def added_modules(before: ModelConfig, after: ModelConfig) -> tuple[str, ...]:
     """Parameter-name prefixes of the zero-initialised branches that `after` switches on and `before` lacks: a
     checkpoint of `before` loads into a model of `after` with those parameters left at their (no-op) init."""
     prefixes = []
-    summaries = lambda c: [to_dict(getattr(c.transform, k)) for k in ("pitch", "rhythm", "level") if getattr(c.transform, k).enabled]  # noqa: E731
-    if summaries(after) and summaries(after) != summaries(before):  # other summaries: a projection of another shape,
+    after_summaries = summary_settings(after.transform)
+    if after_summaries and after_summaries != summary_settings(before.transform):  # other summaries: a projection of another shape,
         prefixes.append("transform.summary_in.")  # which load_state takes over only if it never trained (all zero)
     if after.transform.embedding_input and not before.transform.embedding_input:
         prefixes.append("transform.embedding_in.")

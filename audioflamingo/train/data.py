@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audioflamingo.model.encoder import summary_settings
 from audioflamingo.text import ICL_PREFIX, IGNORE, chat_text, encode, icl_text, item_text, pad_batch, single_text
 
 REQUIRED = ("id", "audio", "dataset", "task", "prompt", "answer")
@@ -395,16 +396,6 @@ class ClipStore:
         return clip
 
 
-def summary_settings(model) -> str:
-    """The enabled window summaries of `model` and their settings as one string ("" for none)."""
-    cfg = getattr(getattr(model, "config", None), "transform", None)
-    if not getattr(model, "summary_slots", 0) or cfg is None:
-        return ""
-    from audioflamingo.config import to_dict
-
-    return json.dumps({k: to_dict(getattr(cfg, k)) for k in ("pitch", "rhythm", "level") if getattr(cfg, k).enabled}, sort_keys=True)
-
-
 class FeatureCache:
     """Encoder outputs (W, N, E) per clip for stages whose encoder is frozen, computed once, in batches,
     and kept in memory and in `path` (a .pt keyed by audio key, valid for one encoder fingerprint)."""
@@ -413,7 +404,8 @@ class FeatureCache:
         self.model, self.clips, self.batch_windows = model, clips, batch_windows
         self.fingerprint = model.embedding_fingerprint()
         self.summary_slots = getattr(model, "summary_slots", 0)  # window-summary rows after the tokens (AudioFlamingo.encode_windows)
-        self.summaries = summary_settings(model)  # which summaries, with what settings: a cache of others is not reused
+        cfg = getattr(getattr(model, "config", None), "transform", None)  # which summaries, with what settings: a cache of others is not reused
+        self.summaries = json.dumps(summary_settings(cfg), sort_keys=True) if self.summary_slots and cfg is not None else ""
         self.path, self.write = path, write
         self._saved = 0  # entries in the file as last read or written
         self.feats: dict[str, torch.Tensor] = {}
