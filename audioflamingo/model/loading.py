@@ -146,7 +146,8 @@ def load_state(model: AudioFlamingo, weights: Path, fresh: tuple[str, ...] = ())
         # zero, e.g. in the clap stage's output) is replaced by the new one; a trained one must match (below)
         keys = [k for k in state if k.startswith(prefix)]
         reshaped = any(k in own and state[k].shape != own[k].shape for k in keys)
-        if reshaped and all(not state[k].any() for k in keys if k.endswith((".1.weight", ".1.bias"))):
+        projection = [k for k in keys if k.endswith((".1.weight", ".1.bias"))]  # the Linear after the LayerNorm
+        if reshaped and projection and all(not state[k].any() for k in projection):
             warnings.warn(f"{weights}: {prefix.rstrip('.')} of another shape was never trained: it starts again from zero", stacklevel=3)
             state = {k: v for k, v in state.items() if not k.startswith(prefix)}
     missing = sorted(k for k in own if k not in state and k not in aliases)
