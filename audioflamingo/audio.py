@@ -143,6 +143,15 @@ def num_windows(num_samples: int, cfg: AudioConfig) -> int:
     return min(cfg.max_windows, 1 + math.ceil((num_samples - w) / h))
 
 
+def window_lengths(clip: Clip, cfg: AudioConfig) -> torch.Tensor:
+    """Clip -> (W,) samples of audio in each of its make_windows windows (the rest is zero padding): a clip's own
+    trailing silence counts as audio, unlike a search for the last nonzero sample."""
+    w, h = cfg.window_samples, cfg.hop_samples
+    n = num_windows(len(clip.samples), cfg)
+    starts = torch.arange(n, device="cpu") * h  # (W,)
+    return (min(len(clip.samples), w + (n - 1) * h) - starts).clamp(0, w)  # (W,)
+
+
 def make_windows(clip: Clip, cfg: AudioConfig) -> torch.Tensor:
     """Clip -> (W, S) windows; the tail is zero-padded; audio past the last window is cut with a warning."""
     x = torch.from_numpy(clip.samples)  # (T,)

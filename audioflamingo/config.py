@@ -250,11 +250,34 @@ class LevelConfig:
     min_gap: float = 0.3  # seconds: two onset peaks closer than this count once (0.15 counted vibrato: 0.57 vs 0.74 exact note counts on val)
     peak_fractions: tuple[float, ...] = (0.1, 0.25, 0.5)
     max_onsets: int = 15  # counts above it land in its bin
+    # Clip-level values (`transform.clip_in`, model/flamingo.py clip_values): the clip's duration, (windows - 1) x hop
+    # + its last window's length, as two one-hots that match how captions write it (whole seconds 0..clip_max_seconds,
+    # tenths 0..9), and its onset counts per fraction, each onset counted once although the windows overlap: window
+    # w counts [clip_margin, hop + clip_margin) of itself, the first window also [0, clip_margin), the last one from
+    # clip_margin on (a window that starts inside a sound sees a rise at its start, which is not an onset; nor is the
+    # rise where a window or clip is cut inside a sound: with `clip` no onset is sought in its last clip_margin). Per
+    # window it needs 1 + 3 x len(peak_fractions) raw values, which ride in the summary rows. A clip of several
+    # windows otherwise leaves the LM to add window lengths and de-duplicate onsets of the overlaps itself.
+    clip: bool = False
+    clip_max_seconds: int = 33  # AF1's 16 windows: 33.25 s
+    clip_margin: float = 0.1  # seconds
+    # with `clip`, an onset also needs a rise from the frame before (a flat stretch of flux, as a steady tone gives, is
+    # not a row of peaks) and at least this flux (val clips' largest peaks: 20-240; a steady tone's float32 noise: ~1)
+    clip_min_flux: float = 3.0
 
     def bins(self) -> tuple[int, int, int]:
         """(duration bins, level bins, onset-count values)."""
         return (round(self.max_seconds / self.seconds_step) + 1, round((self.db_high - self.db_low) / self.db_step) + 1,
                 len(self.peak_fractions) * (self.max_onsets + 1))
+
+    def raw_dim(self) -> int:
+        """Raw per-window values for the clip-level summary (0 without `clip`): length in seconds, then per
+        fraction the onsets before clip_margin, those in [clip_margin, hop + clip_margin), and all of them."""
+        return (1 + 3 * len(self.peak_fractions)) * self.clip
+
+    def clip_dim(self) -> int:
+        """Clip-level values (0 without `clip`): whole seconds, tenths, onset counts per fraction (one-hots)."""
+        return (self.clip_max_seconds + 1 + 10 + len(self.peak_fractions) * (self.max_onsets + 1)) * self.clip
 
 
 @dataclass

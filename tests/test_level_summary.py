@@ -127,3 +127,63 @@ def test_an_untrained_summary_projection_of_another_shape_is_replaced_a_trained_
     with pytest.raises(CheckpointError, match="shape mismatch"):
         load_model(path, overrides={"transform.level.enabled": True})  # its trained projection would be lost
 
+
+
+AF1_WINDOWS = {"audio.window_seconds": 7.0, "audio.hop_seconds": 1.75, "audio.max_windows": 16}
+
+
+def _clip_summary(model, clips):
+    """Clips -> (A, clip_dim) clip-level values as encode_audio makes them, and their decoded
+    (seconds as captions write them, onset counts per fraction)."""
+    from audioflamingo.audio import make_windows, window_lengths
+    from audioflamingo.model.flamingo import clip_values
+
+    cfg = model.config.transform.level
+    wins = [make_windows(c, model.config.audio) for c in clips]
+    feats = model.encode_windows(torch.cat(wins), torch.cat([window_lengths(c, model.config.audio) for c in clips]))
+    summary = model.split_windows(feats)[1]  # (W_total, D)
+    v = clip_values(summary[:, -cfg.raw_dim():], [w.shape[0] for w in wins], model.config.audio.hop_seconds, cfg)  # (A, C)
+    S, M = cfg.clip_max_seconds + 1, cfg.max_onsets + 1
+    seconds = [f"{int(r[:S].argmax())}.{int(r[S:S + 10].argmax())}" for r in v]
+    onsets = [[int(r[S + 10 + k * M : S + 10 + (k + 1) * M].argmax()) for k in range(len(cfg.peak_fractions))] for r in v]
+    return v, seconds, onsets
+
+
+@torch.no_grad()
+def test_clip_level_duration_and_onsets_count_each_onset_once_across_overlapping_windows():
+    model = tiny_model(**{"transform.level.enabled": True, "transform.level.clip": True, **AF1_WINDOWS})
+    # (notes, gap, seconds): one window; three; five; notes right at window starts (1.75 s apart); a clip cut at 33.25 s
+    cases = [(6, 0.6, 4.0), (9, 1.0, 9.2), (14, 0.85, 12.3), (6, 1.75, 11.0), (15, 2.0, 40.0)]
+    with pytest.warns(UserWarning, match="only the first 33.25 s"):
+        clips = [model.load_clip((_notes(n, gap=g, seconds=s).numpy(), SR)) for n, g, s in cases]
+        v, seconds, onsets = _clip_summary(model, clips)
+    # the notes end in exact zeros: the clip's length counts, not its last nonzero sample
+    assert seconds == ["4.0", "9.2", "12.3", "11.0", "33.2"]
+    assert onsets == [[6, 6, 6], [9, 9, 9], [14, 14, 14], [6, 6, 6], [15, 15, 15]]  # the last: 17 notes in 33.25 s, capped at 15
+    assert torch.equal(torch.cat([_clip_summary(model, [c])[0] for c in clips]), v)  # a batch = clips one by one
+    # a window that starts inside a sound sees a rise at its start: not counted as an onset
+    t = torch.arange(10 * SR, dtype=torch.float64) / SR  # float64: float32 phase at 10 s wobbles the spectrum
+    fade = torch.clamp(torch.minimum(t, 10 - t) / 0.05, max=1)  # (S,) no click at either end
+    drone = model.load_clip(((0.2 * torch.sin(2 * math.pi * 330 * t) * fade).float().numpy(), SR))
+    assert _clip_summary(model, [drone])[2] == [[1, 1, 1]]
+
+
+@torch.no_grad()
+def test_fresh_clip_projection_changes_nothing_until_trained_and_old_checkpoints_load(tmp_path):
+    from audioflamingo.model.loading import load_model
+    from audioflamingo.train.loop import export
+
+    level = tiny_model(**{"transform.level.enabled": True, **AF1_WINDOWS})
+    torch.nn.init.normal_(level.transform.summary_in[1].weight)  # a trained window-summary projection
+    path = export(level, tmp_path / "level")
+    with pytest.warns(UserWarning, match="transform.clip_in"):
+        model = load_model(path, overrides={"transform.level.clip": True})  # the trained summary_in is kept
+    clips = [model.load_clip((_notes(3, seconds=2.0).numpy(), SR)), model.load_clip((_notes(9, gap=1.0, seconds=9.5).numpy(), SR))]
+    a, b = model.encode_audio([clips, clips[1:]]), level.encode_audio([clips, clips[1:]])
+    assert torch.allclose(a.tokens, b.tokens, atol=1e-6)
+    torch.nn.init.normal_(model.transform.clip_in[1].weight)
+    c = model.encode_audio([clips, clips[1:]])
+    assert not torch.allclose(c.tokens, b.tokens, atol=1e-3)  # trained, it speaks
+    assert torch.equal(c.tokens[a.audio_index < 0], torch.zeros_like(c.tokens[a.audio_index < 0]))  # never on padding
+    n0, n1 = int((a.audio_index[0] == 0).sum()), int((a.audio_index[1] == 0).sum())
+    assert torch.allclose(c.tokens[0, n0 : n0 + n1], c.tokens[1, :n1], atol=1e-5)  # per audio, wherever it sits

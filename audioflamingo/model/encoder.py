@@ -191,21 +191,30 @@ class LevelSummary(nn.Module):
     """(W, S) windows -> (W, dim) parameter-free: the window's length before its zero padding (seconds) and its
     RMS level over that length (dBFS), each as a soft one-hot, and its onset count (peaks of a smoothed
     spectral-flux envelope that are the largest within `min_gap` and above each of `peak_fractions` of the
-    window's largest peak), one-hot per fraction. A silent window: length 0, level at the lowest bin, 0 onsets."""
+    window's largest peak), one-hot per fraction. A silent window: length 0, level at the lowest bin, 0 onsets.
+    With `clip`, `raw_dim` raw values follow for the clip-level summary (model/flamingo.py clip_values): the length
+    in seconds, then per fraction the onsets before clip_margin, those from clip_margin to hop_seconds + clip_margin
+    (the next window of the clip starts at hop_seconds), and all onsets."""
 
-    def __init__(self, cfg: LevelConfig, sample_rate: int):
+    def __init__(self, cfg: LevelConfig, sample_rate: int, hop_seconds: float | None = None):
         super().__init__()
-        self.cfg, self.sample_rate = cfg, sample_rate
-        self.dim = sum(cfg.bins())
+        if cfg.clip and not hop_seconds:
+            raise ValueError("transform.level.clip needs the windows' hop (audio.hop_seconds)")
+        self.cfg, self.sample_rate, self.hop_seconds = cfg, sample_rate, hop_seconds
+        self.dim = sum(cfg.bins()) + cfg.raw_dim()
         self.register_buffer("window", torch.hann_window(cfg.n_fft, device="cpu"), persistent=False)
         self.register_buffer("smooth", torch.tensor([[[1.0, 2.0, 3.0, 2.0, 1.0]]], device="cpu") / 9, persistent=False)  # (1, 1, 5)
 
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+    def forward(self, windows: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """lengths: (W,) samples of audio per window (audio.window_lengths); None: up to the last nonzero sample."""
         cfg = self.cfg
         x = windows.float()  # (W, S)
         S = x.shape[1]
-        nonzero = x.abs() > 0  # (W, S)
-        last = torch.where(nonzero.any(1), S - nonzero.flip(1).int().argmax(1), torch.zeros_like(nonzero[:, 0], dtype=torch.long))  # (W,) samples before the padding
+        if lengths is None:
+            nonzero = x.abs() > 0  # (W, S)
+            last = torch.where(nonzero.any(1), S - nonzero.flip(1).int().argmax(1), torch.zeros_like(nonzero[:, 0], dtype=torch.long))  # (W,) samples before the padding
+        else:
+            last = lengths.to(x.device).long()  # (W,)
         seconds = last.float() / self.sample_rate  # (W,)
         power = (x ** 2).sum(1) / last.clamp(min=1)  # (W,) mean square over the unpadded part
         db = 10 * torch.log10(power + 1e-10)  # (W,)
@@ -215,12 +224,22 @@ class LevelSummary(nn.Module):
         logmag = torch.log1p(100.0 * spec.abs())  # (W, K, T)
         flux = (logmag[..., 1:] - logmag[..., :-1]).clamp(min=0).sum(1)  # (W, T-1)
         flux = F.conv1d(flux[:, None], self.smooth, padding=2)[:, 0]  # (W, T-1)
+        t = (torch.arange(flux.shape[1], device=x.device) + 1) * (cfg.hop / self.sample_rate)  # (T-1,) seconds: flux[:, i] is the rise into frame i + 1
+        if cfg.clip:  # a window (or clip) cut inside a sound ends in a broadband rise: not an onset, nor the top peak
+            flux = flux * (t[None] < seconds[:, None] - cfg.clip_margin)  # (W, T-1)
         k = 2 * max(1, round(cfg.min_gap * self.sample_rate / cfg.hop / 2)) + 1  # odd neighbourhood in frames
         peak = (flux == F.max_pool1d(flux[:, None], k, stride=1, padding=k // 2)[:, 0]) & (flux > 1e-3)  # (W, T-1) local maxima
+        if cfg.clip:  # a plateau (a steady sound's flux) is one peak at most, and a peak needs clip_min_flux
+            peak &= (flux > F.pad(flux, (1, 0))[:, :-1]) & (flux >= cfg.clip_min_flux)  # (W, T-1)
         top = flux.amax(1, keepdim=True)  # (W, 1)
-        for frac in cfg.peak_fractions:
-            count = (peak & (flux >= frac * top)).sum(1).clamp(max=cfg.max_onsets)  # (W,)
-            parts.append(F.one_hot(count, cfg.max_onsets + 1).to(x.dtype))  # (W, max_onsets + 1)
+        onsets = [peak & (flux >= frac * top) for frac in cfg.peak_fractions]  # per fraction (W, T-1)
+        for o in onsets:
+            parts.append(F.one_hot(o.sum(1).clamp(max=cfg.max_onsets), cfg.max_onsets + 1).to(x.dtype))  # (W, max_onsets + 1)
+        if cfg.clip:  # raw values
+            head = t < cfg.clip_margin  # (T-1,)
+            mid = ~head & (t < self.hop_seconds + cfg.clip_margin)  # (T-1,)
+            parts.append(torch.stack([seconds] + [(o & head).sum(1).to(x.dtype) for o in onsets] + [(o & mid).sum(1).to(x.dtype) for o in onsets]
+                                     + [o.sum(1).to(x.dtype) for o in onsets], dim=1))  # (W, raw_dim)
         return torch.cat(parts, dim=-1)  # (W, dim)
 
 
@@ -228,15 +247,18 @@ class WindowSummary(nn.Module):
     """(W, S) windows -> (W, dim): the enabled parameter-free summaries of TransformConfig (pitch, rhythm) side by
     side. The model adds them to each window's tokens through `transform.summary_in` (model/xattn.py)."""
 
-    def __init__(self, cfg: TransformConfig, sample_rate: int):
+    def __init__(self, cfg: TransformConfig, sample_rate: int, hop_seconds: float | None = None):
         super().__init__()
         self.pitch = PitchSummary(cfg.pitch, sample_rate) if cfg.pitch.enabled else None
         self.rhythm = RhythmSummary(cfg.rhythm, sample_rate) if cfg.rhythm.enabled else None
-        self.level = LevelSummary(cfg.level, sample_rate) if cfg.level.enabled else None
-        self.dim = summary_dim(cfg)
+        self.level = LevelSummary(cfg.level, sample_rate, hop_seconds) if cfg.level.enabled else None
+        self.dim = summary_dim(cfg) + summary_raw_dim(cfg)  # the raw values (level.clip) come last
 
-    def forward(self, windows: torch.Tensor) -> torch.Tensor:
-        parts = [m(windows) for m in (self.pitch, self.rhythm, self.level) if m is not None]  # (W, 146), (W, bins), (W, level dim)
+    def forward(self, windows: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """lengths: (W,) samples of audio per window (audio.window_lengths), for `level`; None: found from the zeros."""
+        parts = [m(windows) for m in (self.pitch, self.rhythm) if m is not None]  # (W, 146), (W, bins)
+        if self.level is not None:
+            parts.append(self.level(windows, lengths))  # (W, level dim)
         return torch.cat(parts, dim=-1)  # (W, dim)
 
 
@@ -245,12 +267,25 @@ def summary_settings(cfg: TransformConfig) -> dict:
     checkpoint's summary projection depend on."""
     from audioflamingo.config import to_dict
 
-    return {k: to_dict(getattr(cfg, k)) for k in ("pitch", "rhythm", "level") if getattr(cfg, k).enabled}
+    out = {k: to_dict(getattr(cfg, k)) for k in ("pitch", "rhythm", "level") if getattr(cfg, k).enabled}
+    if "level" in out:  # window lengths from the clip (audio.window_lengths), no longer from its last nonzero sample:
+        out["level"]["lengths"] = "clip"  # caches made before hold other values under the same settings
+    return out
 
 
 def summary_dim(cfg: TransformConfig) -> int:
-    """Values per window of the enabled summaries (0: none)."""
+    """Values per window of the enabled summaries that `transform.summary_in` reads (0: none)."""
     return PitchSummary.dim * cfg.pitch.enabled + cfg.rhythm.bins * cfg.rhythm.enabled + sum(cfg.level.bins()) * cfg.level.enabled
+
+
+def summary_raw_dim(cfg: TransformConfig) -> int:
+    """Raw values per window after those, for the clip-level summary (transform.level.clip; 0: none)."""
+    return cfg.level.raw_dim() * cfg.level.enabled
+
+
+def clip_dim(cfg: TransformConfig) -> int:
+    """Clip-level values that `transform.clip_in` reads (0: none)."""
+    return cfg.level.clip_dim() * cfg.level.enabled
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000.0) -> torch.Tensor:

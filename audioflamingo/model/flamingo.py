@@ -14,10 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from audioflamingo.audio import Clip, load_audio, make_windows
+from audioflamingo.audio import Clip, load_audio, make_windows, window_lengths
 from audioflamingo.config import ModelConfig
 from audioflamingo.model.cache import AudioContext, AudioTokens, FlamingoCache
-from audioflamingo.model.encoder import WindowSummary, build_encoder, summary_dim
+from audioflamingo.model.encoder import WindowSummary, build_encoder, summary_dim, summary_raw_dim
 from audioflamingo.model.inference import InferenceMixin
 from audioflamingo.model.xattn import GatedCrossAttentionBlock, RepresentationTransform
 from audioflamingo.text import IGNORE, MediaIds
@@ -67,6 +67,28 @@ def lm_width(lm: nn.Module) -> int:
     return lm.get_input_embeddings().weight.shape[1] if lm.get_input_embeddings() is not None else lm.config.hidden_size
 
 
+def clip_values(raw: torch.Tensor, counts: list[int], hop_seconds: float, cfg) -> torch.Tensor:
+    """(W_total, R) raw per-window values of transform.level.clip (LevelSummary: length; per fraction the onsets
+    before clip_margin, in [clip_margin, hop + clip_margin), all) + windows per audio -> (A, clip_dim) one-hots per
+    audio: its duration, (windows - 1) x hop + the last window's length, rounded to 0.1 s as captions write it
+    (whole seconds, tenths), and per fraction its onsets counted once: the first window's head, every window's
+    middle stretch but the last one's, the last window from its head on (one window alone: all its onsets)."""
+    K = len(cfg.peak_fractions)
+    raw = raw.float()
+    head, mid, every = raw[:, 1 : 1 + K], raw[:, 1 + K : 1 + 2 * K], raw[:, 1 + 2 * K : 1 + 3 * K]  # (W_total, K) each
+    n = torch.tensor(counts, device=raw.device)  # (A,)
+    last = torch.cumsum(n, 0) - 1  # (A,) row of each audio's last window
+    first = last - n + 1  # (A,)
+    owner = torch.repeat_interleave(torch.arange(len(counts), device=raw.device), n)  # (W_total,) audio of each window
+    mids = torch.zeros(len(counts), K, device=raw.device).index_add_(0, owner, mid)  # (A, K)
+    onsets = head[first] + mids - mid[last] + every[last] - head[last]  # (A, K)
+    seconds = (n - 1).float() * hop_seconds + raw[last, 0]  # (A,)
+    tenths = torch.round(seconds * 10).long().clamp(0, (cfg.clip_max_seconds + 1) * 10 - 1)  # (A,)
+    parts = [F.one_hot(tenths // 10, cfg.clip_max_seconds + 1), F.one_hot(tenths % 10, 10)]  # (A, S + 1), (A, 10)
+    parts += [F.one_hot(onsets[:, k].round().long().clamp(0, cfg.max_onsets), cfg.max_onsets + 1) for k in range(K)]  # K x (A, M + 1)
+    return torch.cat(parts, dim=1).float()  # (A, clip_dim)
+
+
 class AudioFlamingo(InferenceMixin, nn.Module):
     def __init__(self, config: ModelConfig, lm: nn.Module, tokenizer=None, vocab_size: int | None = None):
         super().__init__()
@@ -77,8 +99,9 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         self.transform = RepresentationTransform(e.out_dim, config.transform)
         # transform.pitch / rhythm / level: parameter-free summaries of each window ride along with the encoder's
         # N tokens as `summary_slots` extra rows of width E (so that a cache of window features holds them)
-        dim = summary_dim(config.transform)
-        self.window_summary = WindowSummary(config.transform, a.sample_rate) if dim else None
+        # (with transform.level.clip, raw per-window values follow, from which clip_values makes the clip-level summary)
+        dim = summary_dim(config.transform) + summary_raw_dim(config.transform)
+        self.window_summary = WindowSummary(config.transform, a.sample_rate, a.hop_seconds) if dim else None
         self.summary_slots = -(-dim // e.out_dim) if dim else 0
         if (dim or config.transform.embedding_input) and a.pad_to_max_windows:
             raise ValueError("transform.pitch / rhythm / level / embedding_input are not available in AF1's fixed-slot audio mode (audio.pad_to_max_windows)")
@@ -144,20 +167,23 @@ class AudioFlamingo(InferenceMixin, nn.Module):
     def load_clip(self, source) -> Clip:
         return load_audio(source, self.config.audio.sample_rate, self.config.audio)
 
-    def encode_windows(self, windows: torch.Tensor) -> torch.Tensor:
+    def encode_windows(self, windows: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(W_total, S) every real window of the batch, in ONE encoder call -> (W_total, N, E) window features;
-        with window summaries (transform.pitch / rhythm / level), (W_total, N + summary_slots, E): they follow the tokens."""
+        with window summaries (transform.pitch / rhythm / level), (W_total, N + summary_slots, E): they follow the tokens.
+        lengths: (W_total,) samples of audio per window (audio.window_lengths) for transform.level; None: up to
+        each window's last nonzero sample (a clip's own trailing digital silence then does not count)."""
         windows = windows.to(self.device)
         feats = self.encoder(windows)  # (W, N, E)
         if self.window_summary is None:
             return feats
-        raw = self.window_summary(windows).to(feats.dtype)  # (W, D)
+        raw = self.window_summary(windows, lengths).to(feats.dtype)  # (W, D)
         E = feats.shape[-1]
         raw = F.pad(raw, (0, self.summary_slots * E - raw.shape[-1])).view(-1, self.summary_slots, E)  # (W, slots, E)
         return torch.cat([feats, raw], dim=1)  # (W, N + slots, E)
 
     def split_windows(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(W, N [+ slots], E) window features -> (W, N, E) audio tokens, (W, D) window summaries or None."""
+        """(W, N [+ slots], E) window features -> (W, N, E) audio tokens, (W, D) window summaries (raw values of
+        transform.level.clip last) or None."""
         if not self.summary_slots:
             return feats, None
         N = self.config.encoder.tokens_per_window
@@ -204,8 +230,14 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         else:
             per_audio = [make_windows(c, cfg) for c in clips]  # U x (W_i, S)
             counts = [w.shape[0] for w in per_audio]
-            feats = self.encode_windows(torch.cat(per_audio))  # (W_total, N, E)
+            lengths = torch.cat([window_lengths(c, cfg) for c in clips])  # (W_total,)
+            feats = self.encode_windows(torch.cat(per_audio), lengths)  # (W_total, N, E)
         feats, summary = self.split_windows(feats)  # (W_total, N, E), (W_total, D) or None
+        clip = None
+        if summary is not None and self.config.transform.level.clip and self.config.transform.level.enabled:
+            R = summary_raw_dim(self.config.transform)
+            clip = clip_values(summary[:, -R:], counts, cfg.hop_seconds, self.config.transform.level)  # (U, C)
+            summary = summary[:, :-R]  # (W_total, D - R)
         emb = F.normalize(torch.stack([f.float().mean(dim=(0, 1)) for f in feats.split(counts)]), dim=-1)  # (U, E) as embed_audio
         x, pad = self.pack_windows(feats, counts)  # (U, Lmax, E), (U, Lmax)
         x = self.transform(x, pad)  # (U, Lmax, E)
@@ -213,6 +245,8 @@ class AudioFlamingo(InferenceMixin, nn.Module):
             p = self.transform.summary_in(summary.to(x.dtype))  # (W_total, E)
             p, _ = self.pack_windows(p[:, None].expand(-1, feats.shape[1], -1), counts)  # (U, Lmax, E), zero on padding
             x = x + p  # (U, Lmax, E)
+        if clip is not None:  # the clip-level summary on each of the audio's tokens
+            x = x + self.transform.clip_in(clip.to(x.dtype))[:, None] * (~pad)[..., None]  # (U, Lmax, E), zero on padding
         if self.config.transform.embedding_input:  # the audio's CLAP embedding on each of its tokens
             x = x + self.transform.embedding_in(emb.to(x.dtype))[:, None] * (~pad)[..., None]  # (U, Lmax, E), zero on padding
         lengths = (~pad).sum(1).tolist()  # tokens per audio

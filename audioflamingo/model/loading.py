@@ -16,7 +16,7 @@ import torch
 
 from audioflamingo.config import ModelConfig, from_dict, list_presets, load_model_config, to_dict
 from audioflamingo.model.clap_text import load_text_head
-from audioflamingo.model.encoder import summary_settings
+from audioflamingo.model.encoder import clip_dim, summary_settings
 from audioflamingo.model.flamingo import AudioFlamingo
 from audioflamingo.text import MEDIA_TOKENS, load_tokenizer
 
@@ -118,6 +118,8 @@ def added_modules(before: ModelConfig, after: ModelConfig) -> tuple[str, ...]:
     after_summaries = summary_settings(after.transform)
     if after_summaries and after_summaries != summary_settings(before.transform):  # other summaries: a projection of another shape,
         prefixes.append("transform.summary_in.")  # which load_state takes over only if it never trained (all zero)
+    if clip_dim(after.transform) and after_summaries != summary_settings(before.transform):
+        prefixes.append("transform.clip_in.")  # a new or reshaped clip-level projection: the same rule
     if after.transform.embedding_input and not before.transform.embedding_input:
         prefixes.append("transform.embedding_in.")
     if after.encoder.pitch.enabled and not before.encoder.pitch.enabled:

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from audioflamingo.config import TransformConfig, XAttnConfig
-from audioflamingo.model.encoder import sinusoids, summary_dim
+from audioflamingo.model.encoder import clip_dim, sinusoids, summary_dim
 
 
 class RepresentationTransform(nn.Module):
@@ -41,6 +41,10 @@ class RepresentationTransform(nn.Module):
             self.summary_in = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, width))
             nn.init.zeros_(self.summary_in[1].weight)  # zero: adds nothing until trained
             nn.init.zeros_(self.summary_in[1].bias)
+        if clip_dim(cfg):  # (A, C) clip-level summary (transform.level.clip) -> (A, E), added to all its tokens by the model
+            self.clip_in = nn.Sequential(nn.LayerNorm(clip_dim(cfg)), nn.Linear(clip_dim(cfg), width))
+            nn.init.zeros_(self.clip_in[1].weight)  # zero: adds nothing until trained
+            nn.init.zeros_(self.clip_in[1].bias)
         if cfg.embedding_input:  # (A, E) the audio's CLAP embedding -> (A, E), added to all its tokens by the model
             self.embedding_in = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width))
             nn.init.zeros_(self.embedding_in[1].weight)  # zero: adds nothing until trained

@@ -428,7 +428,7 @@ class FeatureCache:
 
     @torch.no_grad()
     def fill(self, keys, progress: bool = False, save: bool = True) -> None:
-        from audioflamingo.audio import make_windows
+        from audioflamingo.audio import make_windows, window_lengths
 
         todo = [k for k in dict.fromkeys(keys) if k not in self.feats]
         if not todo:
@@ -442,12 +442,14 @@ class FeatureCache:
         self.model.encoder.eval()
         i = 0
         while i < len(todo):
-            batch, wins = [], []
+            batch, wins, lengths = [], [], []
             while i < len(todo) and (not wins or sum(w.shape[0] for w in wins) < self.batch_windows):
                 batch.append(todo[i])
-                wins.append(make_windows(self.clips(todo[i]), self.model.config.audio))  # (W_i, S)
+                clip = self.clips(todo[i])
+                wins.append(make_windows(clip, self.model.config.audio))  # (W_i, S)
+                lengths.append(window_lengths(clip, self.model.config.audio))  # (W_i,)
                 i += 1
-            out = self.model.encode_windows(torch.cat(wins)).float().cpu()  # (W_total, N, E)
+            out = self.model.encode_windows(torch.cat(wins), torch.cat(lengths)).float().cpu()  # (W_total, N, E)
             for k, f in zip(batch, out.split([w.shape[0] for w in wins])):
                 self.feats[k] = f.clone()  # (W_k, N, E)
             if bar is not None:
