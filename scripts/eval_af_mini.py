@@ -52,6 +52,16 @@ def text_scores(preds: list[str], rows: list[dict]) -> dict:
             "word_f1": sum(word_f1(p, r["answer"]) for p, r in zip(preds, rows)) / len(rows)}
 
 
+def chance_p_value(correct: int, chances: list[float]) -> float:
+    """P(at least `correct` right answers) for a guesser that gets item i right with probability chances[i]
+    (exact: the Poisson-binomial distribution, by convolution). Small = clearly above chance; on a few items
+    even a perfect score is not small (2 items at 1/4: 0.0625)."""
+    dist = [1.0]  # dist[j] = P(j right so far)
+    for q in chances:
+        dist = [(dist[j] if j < len(dist) else 0.0) * (1 - q) + (dist[j - 1] * q if j else 0.0) for j in range(len(dist) + 1)]
+    return float(sum(dist[correct:]))
+
+
 def paired_gain(preds: list[str], baseline: list[str], rows: list[dict], samples: int = 2000, seed: int = 0) -> dict:
     """Mean per-item word-F1 gain of `preds` over `baseline` on the same rows, with a 95 % paired bootstrap
     interval (items resampled with replacement, `samples` times, seeded): an interval above 0 = clearly better."""
@@ -193,7 +203,7 @@ def main() -> None:
         pooled = [{**r, "label_set": r.get("label_set", "all") + "+val"} for r in cls + val if r.get("label_set", "all") in small]
         cache.fill([r["audio"] for r in pooled], progress=True)
         cls += pooled
-    per_set = defaultdict(lambda: {"n": 0, "rank_correct": 0, "gen_correct": 0, "chance": 0.0})
+    per_set = defaultdict(lambda: {"n": 0, "rank_correct": 0, "gen_correct": 0, "chance": 0.0, "p": []})
     for i in tqdm(range(0, len(cls), 8), desc="classification"):
         rows = cls[i : i + 8]
         scores = option_scores(model, feats, rows)
@@ -204,9 +214,11 @@ def main() -> None:
             st["rank_correct"] += int(r["options"][max(range(len(s)), key=s.__getitem__)] == r["answer"])
             st["gen_correct"] += int(norm(g) == norm(r["answer"]))
             st["chance"] += 1 / len(r["options"])
+            st["p"].append(1 / len(r["options"]))
     results["classification"] = {
         k: {"n": v["n"], "accuracy_ranked": v["rank_correct"] / v["n"], "accuracy_generated": v["gen_correct"] / v["n"],
-            "chance": v["chance"] / v["n"]} for k, v in sorted(per_set.items())}
+            "chance": v["chance"] / v["n"], "p_chance_ranked": chance_p_value(v["rank_correct"], v["p"])}
+        for k, v in sorted(per_set.items())}
 
     # generative tasks, with the nearest-neighbour caption baseline for captioning
     pools = {}  # task -> (train clips, their answer for that task, (P, E) embeddings)

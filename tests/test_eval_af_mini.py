@@ -25,3 +25,14 @@ def test_paired_gain_interval_is_above_zero_only_for_a_consistent_gain():
     tie = ev.paired_gain(half, other, rows)
     assert tie["mean"] == 0 and tie["ci95"][0] < 0 < tie["ci95"][1]
     assert ev.paired_gain(half, other, rows) == tie  # seeded
+
+
+def test_chance_p_value_is_the_exact_tail_of_guessing():
+    from math import comb
+
+    assert ev.chance_p_value(0, [0.25] * 5) == 1.0
+    assert abs(ev.chance_p_value(2, [0.25] * 2) - 0.0625) < 1e-12  # 2 of 2 at 1/4: not small
+    binomial = sum(comb(13, j) * 0.25**j * 0.75 ** (13 - j) for j in range(7, 14))
+    assert abs(ev.chance_p_value(7, [0.25] * 13) - binomial) < 1e-12
+    # mixed option counts: the sum of independent Bernoulli variables, here 1/2 and 1/4 -> P(both) = 1/8
+    assert abs(ev.chance_p_value(2, [0.5, 0.25]) - 0.125) < 1e-12 and abs(ev.chance_p_value(1, [0.5, 0.25]) - 0.625) < 1e-12
