@@ -194,7 +194,8 @@ class LevelSummary(nn.Module):
     window's largest peak), one-hot per fraction. A silent window: length 0, level at the lowest bin, 0 onsets.
     With `clip`, `raw_dim` raw values follow for the clip-level summary (model/flamingo.py clip_values): the length
     in seconds, then per fraction the onsets before clip_margin, those from clip_margin to hop_seconds + clip_margin
-    (the next window of the clip starts at hop_seconds), and all onsets."""
+    (the next window of the clip starts at hop_seconds), and all onsets; and then an onset must also rise from the
+    frame before, reach clip_min_flux and lie more than clip_margin before the end of the audio."""
 
     def __init__(self, cfg: LevelConfig, sample_rate: int, hop_seconds: float | None = None):
         super().__init__()
