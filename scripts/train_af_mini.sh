@@ -8,7 +8,8 @@
 # Usage: scripts/train_af_mini.sh [CORPUS_DIR] [RUN_DIR]     (defaults: data/corpus-standard, runs/af-mini)
 # Extra overrides for every stage can be given in $TRAIN_ARGS, e.g. TRAIN_ARGS="--progress=false", and the
 # corpus builder's flags in $CORPUS_FLAGS (default: those of the shipped model's corpus, below; the weights
-# shipped until 6 Dec 2026 used none: CORPUS_FLAGS=" " reproduces that corpus).
+# shipped until 6 Dec 2026 used none: CORPUS_FLAGS=" " reproduces that corpus; those of 7 Dec 2026 all but
+# --package 0ad-data).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CORPUS=${1:-data/corpus-standard}
@@ -17,7 +18,7 @@ PY=${PYTHON:-python}
 AF="$PY -m audioflamingo"
 
 if [ ! -f "$CORPUS/train.jsonl" ]; then
-  $AF data build-corpus --plan standard --seed 0 ${CORPUS_FLAGS:---balance-label-sets --continuous-sweeps --varied-synthesis} --out "$CORPUS"
+  $AF data build-corpus --plan standard --seed 0 ${CORPUS_FLAGS:---balance-label-sets --continuous-sweeps --varied-synthesis --package 0ad-data} --out "$CORPUS"
 fi
 
 common="--data.train=[$CORPUS/train.jsonl] --data.val=[$CORPUS/val.jsonl] --encoder_cache=$RUN/encoder_cache.pt ${TRAIN_ARGS:-}"
