@@ -107,16 +107,17 @@ def summary_features(corpus: Path, audios, preset: str = "af-mini") -> dict[str,
     `preset` windows them."""
     from tqdm import tqdm
 
-    from audioflamingo.audio import load_audio, make_windows
+    from audioflamingo.audio import load_audio, make_windows, window_lengths
     from audioflamingo.config import load_model_config
     from audioflamingo.model.encoder import WindowSummary
 
     cfg = load_model_config(preset, {"transform.pitch.enabled": True, "transform.rhythm.enabled": True})
-    summary = WindowSummary(cfg.transform, cfg.audio.sample_rate)
+    summary = WindowSummary(cfg.transform, cfg.audio.sample_rate, cfg.audio.hop_seconds)
     out = {}
     with torch.no_grad():
         for a in tqdm(sorted(audios), desc="window summaries", unit="clip"):
-            out[a] = summary(make_windows(load_audio(a, cfg.audio.sample_rate, cfg.audio), cfg.audio))  # (W, D)
+            clip = load_audio(a, cfg.audio.sample_rate, cfg.audio)
+            out[a] = summary(make_windows(clip, cfg.audio), window_lengths(clip, cfg.audio))  # (W, D)
     return out
 
 

@@ -55,7 +55,7 @@ def test_follow_up_never_encodes_audio_again(monkeypatch):
     model = tiny_model(gates=1.0)
     encoder_calls, kv_calls = [], []
     orig_enc = model.encode_windows
-    monkeypatch.setattr(model, "encode_windows", lambda w: (encoder_calls.append(w.shape[0]), orig_enc(w))[1])
+    monkeypatch.setattr(model, "encode_windows", lambda w, *a: (encoder_calls.append(w.shape[0]), orig_enc(w, *a))[1])
     for _, blk in ChatSession(model)._blocks():
         orig = blk.audio_kv
         monkeypatch.setattr(blk, "audio_kv", lambda a, orig=orig: (kv_calls.append(1), orig(a))[1])
@@ -74,7 +74,7 @@ def test_add_audio_encodes_only_the_new_audio(monkeypatch):
     a, b = sine(1.0, 300), sine(2.0, 900, seed=3)
     windows = []
     orig_enc = model.encode_windows
-    monkeypatch.setattr(model, "encode_windows", lambda w: (windows.append(w.shape[0]), orig_enc(w))[1])
+    monkeypatch.setattr(model, "encode_windows", lambda w, *a: (windows.append(w.shape[0]), orig_enc(w, *a))[1])
     chat = ChatSession(model, [a], max_new_tokens=N)
     first = chat.ask("What is this?")
     chat.add_audio(b)
@@ -140,7 +140,7 @@ def test_reset_forgets_rounds_but_keeps_audio(monkeypatch):
     first = chat.ask("What?")
     chat.ask("More?")
     calls = []
-    monkeypatch.setattr(model, "encode_windows", lambda w: calls.append(1))
+    monkeypatch.setattr(model, "encode_windows", lambda w, *a: calls.append(1))
     chat.reset()
     assert chat.rounds == []
     assert chat.ask("What?") == first
