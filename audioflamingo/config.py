@@ -256,7 +256,7 @@ class LevelConfig:
     # w counts [clip_margin, hop + clip_margin) of itself, the first window also [0, clip_margin), the last one from
     # clip_margin on (a window that starts inside a sound sees a rise at its start, which is not an onset; nor is the
     # rise where a window or clip is cut inside a sound: with `clip` no onset is sought in its last clip_margin). Per
-    # window it needs 1 + 3 x len(peak_fractions) raw values, which ride in the summary rows. A clip of several
+    # window it needs 2 + 3 x len(peak_fractions) raw values, which ride in the summary rows. A clip of several
     # windows otherwise leaves the LM to add window lengths and de-duplicate onsets of the overlaps itself.
     clip: bool = False
     clip_max_seconds: int = 33  # AF1's 16 windows: 33.25 s
@@ -271,9 +271,10 @@ class LevelConfig:
                 len(self.peak_fractions) * (self.max_onsets + 1))
 
     def raw_dim(self) -> int:
-        """Raw per-window values for the clip-level summary (0 without `clip`): length in seconds, then per
-        fraction the onsets before clip_margin, those in [clip_margin, hop + clip_margin), and all of them."""
-        return (1 + 3 * len(self.peak_fractions)) * self.clip
+        """Raw per-window values for the clip-level summary (0 without `clip`): length in whole seconds and its
+        fraction (two values, so that half precision keeps the tenths), then per fraction the onsets before
+        clip_margin, those in [clip_margin, hop + clip_margin), and all of them."""
+        return (2 + 3 * len(self.peak_fractions)) * self.clip
 
     def clip_dim(self) -> int:
         """Clip-level values (0 without `clip`): whole seconds, tenths, onset counts per fraction (one-hots)."""

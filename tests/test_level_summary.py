@@ -132,7 +132,7 @@ def test_an_untrained_summary_projection_of_another_shape_is_replaced_a_trained_
 AF1_WINDOWS = {"audio.window_seconds": 7.0, "audio.hop_seconds": 1.75, "audio.max_windows": 16}
 
 
-def _clip_summary(model, clips):
+def _clip_summary(model, clips, dtype=None):
     """Clips -> (A, clip_dim) clip-level values as encode_audio makes them, and their decoded
     (seconds as captions write them, onset counts per fraction)."""
     from audioflamingo.audio import make_windows, window_lengths
@@ -141,6 +141,8 @@ def _clip_summary(model, clips):
     cfg = model.config.transform.level
     wins = [make_windows(c, model.config.audio) for c in clips]
     feats = model.encode_windows(torch.cat(wins), torch.cat([window_lengths(c, model.config.audio) for c in clips]))
+    if dtype is not None:  # as a half-precision encoder (or cache) would hand them over
+        feats = feats.to(dtype)
     summary = model.split_windows(feats)[1]  # (W_total, D)
     v = clip_values(summary[:, -cfg.raw_dim():], [w.shape[0] for w in wins], model.config.audio.hop_seconds, cfg)  # (A, C)
     S, M = cfg.clip_max_seconds + 1, cfg.max_onsets + 1
@@ -153,14 +155,16 @@ def _clip_summary(model, clips):
 def test_clip_level_duration_and_onsets_count_each_onset_once_across_overlapping_windows():
     model = tiny_model(**{"transform.level.enabled": True, "transform.level.clip": True, **AF1_WINDOWS})
     # (notes, gap, seconds): one window; three; five; notes right at window starts (1.75 s apart); a clip cut at 33.25 s
-    cases = [(6, 0.6, 4.0), (9, 1.0, 9.2), (14, 0.85, 12.3), (6, 1.75, 11.0), (15, 2.0, 40.0)]
+    # 6.745 s: in bfloat16 one value of seconds would read 6.75, i.e. "6.8"
+    cases = [(6, 0.6, 4.0), (9, 1.0, 9.2), (14, 0.85, 12.3), (6, 1.75, 11.0), (15, 2.0, 40.0), (3, 1.5, 6.745)]
     with pytest.warns(UserWarning, match="only the first 33.25 s"):
         clips = [model.load_clip((_notes(n, gap=g, seconds=s).numpy(), SR)) for n, g, s in cases]
         v, seconds, onsets = _clip_summary(model, clips)
     # the notes end in exact zeros: the clip's length counts, not its last nonzero sample
-    assert seconds == ["4.0", "9.2", "12.3", "11.0", "33.2"]
-    assert onsets == [[6, 6, 6], [9, 9, 9], [14, 14, 14], [6, 6, 6], [15, 15, 15]]  # the last: 17 notes in 33.25 s, capped at 15
+    assert seconds == ["4.0", "9.2", "12.3", "11.0", "33.2", "6.7"]
+    assert onsets == [[6, 6, 6], [9, 9, 9], [14, 14, 14], [6, 6, 6], [15, 15, 15], [3, 3, 3]]  # the last: 17 notes in 33.25 s, capped at 15
     assert torch.equal(torch.cat([_clip_summary(model, [c])[0] for c in clips]), v)  # a batch = clips one by one
+    assert torch.equal(_clip_summary(model, clips, dtype=torch.bfloat16)[0], v)  # half-precision features keep the tenths
     # a window that starts inside a sound sees a rise at its start: not counted as an onset
     t = torch.arange(10 * SR, dtype=torch.float64) / SR  # float64: float32 phase at 10 s wobbles the spectrum
     fade = torch.clamp(torch.minimum(t, 10 - t) / 0.05, max=1)  # (S,) no click at either end

@@ -193,7 +193,7 @@ class LevelSummary(nn.Module):
     spectral-flux envelope that are the largest within `min_gap` and above each of `peak_fractions` of the
     window's largest peak), one-hot per fraction. A silent window: length 0, level at the lowest bin, 0 onsets.
     With `clip`, `raw_dim` raw values follow for the clip-level summary (model/flamingo.py clip_values): the length
-    in seconds, then per fraction the onsets before clip_margin, those from clip_margin to hop_seconds + clip_margin
+    in whole seconds and its fraction (a half-precision cache keeps both exactly enough), then per fraction the onsets before clip_margin, those from clip_margin to hop_seconds + clip_margin
     (the next window of the clip starts at hop_seconds), and all onsets; and then an onset must also rise from the
     frame before, reach clip_min_flux and lie more than clip_margin before the end of the audio."""
 
@@ -239,7 +239,8 @@ class LevelSummary(nn.Module):
         if cfg.clip:  # raw values
             head = t < cfg.clip_margin  # (T-1,)
             mid = ~head & (t < self.hop_seconds + cfg.clip_margin)  # (T-1,)
-            parts.append(torch.stack([seconds] + [(o & head).sum(1).to(x.dtype) for o in onsets] + [(o & mid).sum(1).to(x.dtype) for o in onsets]
+            whole = seconds.floor()  # (W,)
+            parts.append(torch.stack([whole, seconds - whole] + [(o & head).sum(1).to(x.dtype) for o in onsets] + [(o & mid).sum(1).to(x.dtype) for o in onsets]
                                      + [o.sum(1).to(x.dtype) for o in onsets], dim=1))  # (W, raw_dim)
         return torch.cat(parts, dim=-1)  # (W, dim)
 
@@ -271,6 +272,8 @@ def summary_settings(cfg: TransformConfig) -> dict:
     out = {k: to_dict(getattr(cfg, k)) for k in ("pitch", "rhythm", "level") if getattr(cfg, k).enabled}
     if "level" in out:  # window lengths from the clip (audio.window_lengths), no longer from its last nonzero sample:
         out["level"]["lengths"] = "clip"  # caches made before hold other values under the same settings
+        if out["level"]["clip"]:  # raw length as whole seconds + fraction (before: one value in seconds)
+            out["level"]["raw_length"] = "whole+fraction"
     return out
 
 

@@ -68,21 +68,22 @@ def lm_width(lm: nn.Module) -> int:
 
 
 def clip_values(raw: torch.Tensor, counts: list[int], hop_seconds: float, cfg) -> torch.Tensor:
-    """(W_total, R) raw per-window values of transform.level.clip (LevelSummary: length; per fraction the onsets
+    """(W_total, R) raw per-window values of transform.level.clip (LevelSummary: length as whole seconds + fraction; per fraction the onsets
     before clip_margin, in [clip_margin, hop + clip_margin), all) + windows per audio -> (A, clip_dim) one-hots per
     audio: its duration, (windows - 1) x hop + the last window's length, rounded to 0.1 s as captions write it
     (whole seconds, tenths), and per fraction its onsets counted once: the first window's head, every window's
     middle stretch but the last one's, the last window from its head on (one window alone: all its onsets)."""
     K = len(cfg.peak_fractions)
     raw = raw.float()
-    head, mid, every = raw[:, 1 : 1 + K], raw[:, 1 + K : 1 + 2 * K], raw[:, 1 + 2 * K : 1 + 3 * K]  # (W_total, K) each
+    length = raw[:, 0] + raw[:, 1]  # (W_total,) seconds
+    head, mid, every = raw[:, 2 : 2 + K], raw[:, 2 + K : 2 + 2 * K], raw[:, 2 + 2 * K : 2 + 3 * K]  # (W_total, K) each
     n = torch.tensor(counts, device=raw.device)  # (A,)
     last = torch.cumsum(n, 0) - 1  # (A,) row of each audio's last window
     first = last - n + 1  # (A,)
     owner = torch.repeat_interleave(torch.arange(len(counts), device=raw.device), n)  # (W_total,) audio of each window
     mids = torch.zeros(len(counts), K, device=raw.device).index_add_(0, owner, mid)  # (A, K)
     onsets = head[first] + mids - mid[last] + every[last] - head[last]  # (A, K)
-    seconds = (n - 1).float() * hop_seconds + raw[last, 0]  # (A,)
+    seconds = (n - 1).float() * hop_seconds + length[last]  # (A,)
     tenths = torch.round(seconds * 10).long().clamp(0, (cfg.clip_max_seconds + 1) * 10 - 1)  # (A,)
     parts = [F.one_hot(tenths // 10, cfg.clip_max_seconds + 1), F.one_hot(tenths % 10, 10)]  # (A, S + 1), (A, 10)
     parts += [F.one_hot(onsets[:, k].round().long().clamp(0, cfg.max_onsets), cfg.max_onsets + 1) for k in range(K)]  # K x (A, M + 1)
@@ -233,9 +234,8 @@ class AudioFlamingo(InferenceMixin, nn.Module):
             lengths = torch.cat([window_lengths(c, cfg) for c in clips])  # (W_total,)
             feats = self.encode_windows(torch.cat(per_audio), lengths)  # (W_total, N, E)
         feats, summary = self.split_windows(feats)  # (W_total, N, E), (W_total, D) or None
-        clip = None
-        if summary is not None and self.config.transform.level.clip and self.config.transform.level.enabled:
-            R = summary_raw_dim(self.config.transform)
+        clip, R = None, summary_raw_dim(self.config.transform)
+        if summary is not None and R:
             clip = clip_values(summary[:, -R:], counts, cfg.hop_seconds, self.config.transform.level)  # (U, C)
             summary = summary[:, :-R]  # (W_total, D - R)
         emb = F.normalize(torch.stack([f.float().mean(dim=(0, 1)) for f in feats.split(counts)]), dim=-1)  # (U, E) as embed_audio
