@@ -203,7 +203,7 @@ def main() -> None:
         pooled = [{**r, "label_set": r.get("label_set", "all") + "+val"} for r in cls + val if r.get("label_set", "all") in small]
         cache.fill([r["audio"] for r in pooled], progress=True)
         cls += pooled
-    per_set = defaultdict(lambda: {"n": 0, "rank_correct": 0, "gen_correct": 0, "chance": 0.0, "p": []})
+    per_set = defaultdict(lambda: {"n": 0, "rank_correct": 0, "gen_correct": 0, "p": []})  # p: each item's chance
     for i in tqdm(range(0, len(cls), 8), desc="classification"):
         rows = cls[i : i + 8]
         scores = option_scores(model, feats, rows)
@@ -213,11 +213,10 @@ def main() -> None:
             st["n"] += 1
             st["rank_correct"] += int(r["options"][max(range(len(s)), key=s.__getitem__)] == r["answer"])
             st["gen_correct"] += int(norm(g) == norm(r["answer"]))
-            st["chance"] += 1 / len(r["options"])
             st["p"].append(1 / len(r["options"]))
     results["classification"] = {
         k: {"n": v["n"], "accuracy_ranked": v["rank_correct"] / v["n"], "accuracy_generated": v["gen_correct"] / v["n"],
-            "chance": v["chance"] / v["n"], "p_chance_ranked": chance_p_value(v["rank_correct"], v["p"])}
+            "chance": sum(v["p"]) / v["n"], "p_chance_ranked": chance_p_value(v["rank_correct"], v["p"])}
         for k, v in sorted(per_set.items())}
 
     # generative tasks, with the nearest-neighbour caption baseline for captioning

@@ -116,9 +116,10 @@ def added_modules(before: ModelConfig, after: ModelConfig) -> tuple[str, ...]:
     checkpoint of `before` loads into a model of `after` with those parameters left at their (no-op) init."""
     prefixes = []
     after_summaries = summary_settings(after.transform)
-    if after_summaries and after_summaries != summary_settings(before.transform):  # other summaries: a projection of another shape,
+    changed = after_summaries != summary_settings(before.transform)
+    if after_summaries and changed:  # other summaries: a projection of another shape,
         prefixes.append("transform.summary_in.")  # which load_state takes over only if it never trained (all zero)
-    if clip_dim(after.transform) and after_summaries != summary_settings(before.transform):
+    if clip_dim(after.transform) and changed:
         prefixes.append("transform.clip_in.")  # a new or reshaped clip-level projection: the same rule
     if after.transform.embedding_input and not before.transform.embedding_input:
         prefixes.append("transform.embedding_in.")
