@@ -112,6 +112,36 @@ def test_feature_cache_of_other_summary_settings_is_not_reused(tmp_path, make_wa
     assert not FeatureCache(b, ClipStore(SR, b.config.audio), path).feats  # other settings: encoded again
 
 
+def test_cached_encoder_tokens_gain_new_summary_rows_without_running_the_encoder(tmp_path, make_wav, monkeypatch):
+    """As after the clap stage: its cache file holds the encoder's tokens only; a stage with window summaries keeps
+    them and computes just the summary rows, equal to encoding from scratch (several clips in one batch)."""
+    wavs = [str(make_wav(f"{i}.wav", seconds=s)) for i, s in enumerate((1.5, 4.0, 0.7))]
+    path = tmp_path / "cache.pt"
+    plain = tiny_model()
+    level = tiny_model(**{"transform.level.enabled": True, "transform.level.clip": True})
+    level.load_state_dict(plain.state_dict(), strict=False)  # the same encoder
+    assert level.embedding_fingerprint() == plain.embedding_fingerprint()
+    FeatureCache(plain, ClipStore(SR, plain.config.audio), path).fill(wavs)
+    fresh = FeatureCache(level, ClipStore(SR, level.config.audio), None)
+    fresh.fill(wavs)
+    reused = FeatureCache(level, ClipStore(SR, level.config.audio), path)
+    assert not reused.feats and sorted(reused.tokens) == sorted(wavs)
+
+    def no_encoder(*a, **k):
+        raise AssertionError("the encoder ran although its tokens were cached")
+
+    monkeypatch.setattr(level.encoder, "forward", no_encoder)
+    reused.fill(wavs)
+    assert not reused.tokens
+    for w in wavs:
+        assert reused.feats[w].shape == fresh.feats[w].shape  # (W, N + slots, E)
+        torch.testing.assert_close(reused.feats[w], fresh.feats[w], rtol=0, atol=1e-6)
+    again = FeatureCache(level, ClipStore(SR, level.config.audio), path)  # the file now holds the rows too
+    assert sorted(again.feats) == sorted(wavs) and not again.tokens
+    other = tiny_model(seed=1, **{"transform.level.enabled": True})  # another encoder: nothing is reused
+    assert not FeatureCache(other, ClipStore(SR, other.config.audio), path).tokens
+
+
 def test_an_untrained_summary_projection_of_another_shape_is_replaced_a_trained_one_is_not(tmp_path):
     from audioflamingo.model.loading import CheckpointError, load_model
     from audioflamingo.train.loop import export

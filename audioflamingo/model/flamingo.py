@@ -177,10 +177,16 @@ class AudioFlamingo(InferenceMixin, nn.Module):
         feats = self.encoder(windows)  # (W, N, E)
         if self.window_summary is None:
             return feats
-        raw = self.window_summary(windows, lengths).to(feats.dtype)  # (W, D)
-        E = feats.shape[-1]
-        raw = F.pad(raw, (0, self.summary_slots * E - raw.shape[-1])).view(-1, self.summary_slots, E)  # (W, slots, E)
-        return torch.cat([feats, raw], dim=1)  # (W, N + slots, E)
+        return torch.cat([feats, self.summary_rows(windows, lengths).to(feats.dtype)], dim=1)  # (W, N + slots, E)
+
+    def summary_rows(self, windows: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(W, S) windows -> (W, summary_slots, E) their window-summary rows as encode_windows appends them (parameter-
+        free: a cache of the encoder's tokens can gain them without running the encoder again)."""
+        if self.window_summary is None:
+            raise ValueError("this model has no window summaries (transform.pitch / rhythm / level)")
+        raw = self.window_summary(windows.to(self.device), lengths)  # (W, D)
+        E = self.config.encoder.out_dim
+        return F.pad(raw, (0, self.summary_slots * E - raw.shape[-1])).view(-1, self.summary_slots, E)  # (W, slots, E)
 
     def split_windows(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(W, N [+ slots], E) window features -> (W, N, E) audio tokens, (W, D) window summaries (raw values of

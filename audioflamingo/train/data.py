@@ -409,12 +409,16 @@ class FeatureCache:
         self.path, self.write = path, write
         self._saved = 0  # entries in the file as last read or written
         self.feats: dict[str, torch.Tensor] = {}
+        self.tokens: dict[str, torch.Tensor] = {}  # the encoder's tokens (W, N, E) of a cache with other summary rows
         if path is not None and path.is_file():
             saved = torch.load(path, weights_only=True)
-            if (saved.get("fingerprint") == self.fingerprint and saved.get("summary_slots", 0) == self.summary_slots
-                    and saved.get("summaries", "") == self.summaries):
-                self.feats = saved["feats"]
-                self._saved = len(self.feats)
+            if saved.get("fingerprint") == self.fingerprint:
+                if saved.get("summary_slots", 0) == self.summary_slots and saved.get("summaries", "") == self.summaries:
+                    self.feats = saved["feats"]
+                    self._saved = len(self.feats)
+                elif self.summary_slots:  # same encoder, other (or no) window summaries: fill() recomputes only those
+                    N = model.config.encoder.tokens_per_window
+                    self.tokens = {k: f[:, :N] for k, f in saved["feats"].items()}  # (W, N, E)
 
     def save(self) -> None:
         """Write the cache file (atomically) if this cache may write and holds entries the file lacks."""
@@ -433,7 +437,15 @@ class FeatureCache:
         todo = [k for k in dict.fromkeys(keys) if k not in self.feats]
         if not todo:
             return
+        if self.tokens:  # the encoder's tokens are known: add the (parameter-free, cheaper) summary rows
+            known = [k for k in todo if k in self.tokens]
+            self._add_summaries(known, progress)
+            todo = [k for k in todo if k not in self.feats]
         bar = None
+        if not todo:
+            if save:
+                self.save()
+            return
         if progress:
             from tqdm import tqdm
 
@@ -459,6 +471,39 @@ class FeatureCache:
             bar.close()
         if save:
             self.save()
+
+    @torch.no_grad()
+    def _add_summaries(self, keys: list[str], progress: bool) -> None:
+        """feats[k] = the cached tokens of k + its window-summary rows, for keys whose tokens are known."""
+        from audioflamingo.audio import make_windows, window_lengths
+
+        if not keys:
+            return
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(keys), desc="window summaries (cached encoder tokens)", unit="clip")
+        cfg = self.model.config.audio
+        i = 0
+        while i < len(keys):
+            batch, wins, lengths = [], [], []
+            while i < len(keys) and (not wins or sum(w.shape[0] for w in wins) < self.batch_windows):
+                clip = self.clips(keys[i])
+                batch.append(keys[i])
+                wins.append(make_windows(clip, cfg))  # (W_i, S)
+                lengths.append(window_lengths(clip, cfg))  # (W_i,)
+                i += 1
+            rows = self.model.summary_rows(torch.cat(wins), torch.cat(lengths)).float().cpu()  # (W_total, slots, E)
+            for k, r in zip(batch, rows.split([w.shape[0] for w in wins])):
+                tokens = self.tokens.pop(k)  # (W_k, N, E)
+                if r.shape[0] != tokens.shape[0]:
+                    raise ValueError(f"{k}: {r.shape[0]} windows now, {tokens.shape[0]} in the cached encoder tokens")
+                self.feats[k] = torch.cat([tokens, r.to(tokens.dtype)], dim=1)  # (W_k, N + slots, E)
+            if bar is not None:
+                bar.update(len(batch))
+        if bar is not None:
+            bar.close()
 
     def __call__(self, audios: list[list[str]]) -> list[torch.Tensor]:
         """[[key]] per sample -> one (W, N, E) tensor per audio, flat in sample order."""
