@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from audioflamingo import load_model
 from audioflamingo.model.generate import GenerationConfig, generate
-from audioflamingo.model.shot_copy import CopyMixture, shot_weights
+from audioflamingo.model.shot_copy import CopyMixture, answer_spans, shot_weights
 from audioflamingo.text import IGNORE, encode, icl_text, pad_batch, single_text
 from audioflamingo.train.data import ClipStore, FeatureCache, read_manifest
 
@@ -124,6 +124,26 @@ def greedy_rag(model, feats, rows, shots, max_new_tokens=128, num_beams=1) -> li
     return [tok.decode(o, skip_special_tokens=True).strip() for o in out]
 
 
+@torch.no_grad()
+def greedy_knn(model, feats, rows, neighbours, weight, temperature, max_new_tokens=128, num_beams=1) -> list[str]:
+    """Like `greedy` (the plain prompt, no examples in it), decoding from the LM mixed with the captions of the
+    row's nearest training clips: neighbours[i] = [(caption, cosine)], weighted softmax(cosine / temperature),
+    mixture weight `weight` (kNN-LM, model/shot_copy.py's CopyMixture with the neighbours as the copy sources)."""
+    tok = model.tokenizer
+    seqs = [encode(tok, single_text(r["prompt"], None, None, 1, tok.bos_token, tok.eos_token))[0] for r in rows]
+    ids, mask = pad_batch(seqs, tok.pad_token_id, side="left")  # (B, T)
+    audio = model.encode_audio([[r["audio"]] for r in rows], [feats[r["audio"]] for r in rows])
+    answers, weights = [], []
+    for r, near in zip(rows, neighbours):  # each caption tokenised as it stands in a training sample
+        full = [encode(tok, single_text(r["prompt"], c, None, 1, tok.bos_token, tok.eos_token))[0].tolist() for c, _ in near]
+        answers.append([answer_spans(f, model.media.sep, model.media.eoc)[-1] for f in full])
+        weights.append((torch.tensor([s for _, s in near]) / temperature).softmax(-1))  # (K,)
+    copy = CopyMixture(answers, weights, weight)
+    out = generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams),
+                   {model.media.eoc, model.media.eos}, copy=copy)
+    return [tok.decode(o, skip_special_tokens=True).strip() for o in out]
+
+
 def embeddings(model, feats, keys) -> torch.Tensor:
     return torch.stack([model.audio_embedding(feats[k]) for k in keys])  # (n, E)
 
@@ -144,6 +164,11 @@ def main() -> None:
                          "(default: the model's own setting, one rag_K score)")
     ap.add_argument("--shot-copy-temperature", type=float, default=None, metavar="TAU",
                     help="with --rag: shot_copy.temperature (default: the model's own setting)")
+    ap.add_argument("--knn", type=int, default=0, metavar="K",
+                    help="also caption with the LM mixed with the captions of the K nearest training clips, kept out of the prompt "
+                         "(kNN-LM; weights --knn-weight, temperature --knn-temperature)")
+    ap.add_argument("--knn-weight", type=float, nargs="+", default=[0.5], metavar="LAMBDA", help="with --knn: mixture weights, one knn_K_wLAMBDA score each")
+    ap.add_argument("--knn-temperature", type=float, default=0.02, metavar="TAU", help="with --knn: softmax temperature over the neighbours' cosines")
     ap.add_argument("--rerank", type=int, default=0, metavar="K",
                     help="also caption by letting the model choose, by its own likelihood, among its answer and the captions of the K nearest training clips")
     ap.add_argument("--pool-val", type=int, default=0, metavar="N",
@@ -258,6 +283,20 @@ def main() -> None:
                     res[name] = {**text_scores(rag, rows), "gain_over_nn": paired_gain(rag, copies, rows)}
                     if args.dump:
                         for d, c in zip(res["all"], rag):
+                            d[name] = c
+            if args.knn:  # the LM mixed with the K nearest training clips' captions (none in the prompt)
+                top = sims.topk(args.knn, dim=1)
+                near = [[(answer[keys[j]][0], v) for j, v in zip(js, vs)] for js, vs in zip(top.indices.tolist(), top.values.tolist())]
+                for weight in args.knn_weight:
+                    got = []
+                    for i in tqdm(range(0, len(rows), args.batch), desc=f"{task} knn {weight}"):
+                        got += greedy_knn(model, feats, rows[i : i + args.batch], near[i : i + args.batch], weight,
+                                          args.knn_temperature, args.max_new_tokens, args.num_beams)
+                    name = f"knn_{args.knn}_w{weight}"
+                    res[name] = {**text_scores(got, rows), "gain_over_nn": paired_gain(got, copies, rows),
+                                 "gain_over_model": paired_gain(got, preds, rows)}
+                    if args.dump:
+                        for d, c in zip(res["all"], got):
                             d[name] = c
             if args.rerank:  # the model picks among its own answer and the K nearest training clips' captions
                 near = sims.topk(args.rerank, dim=1).indices.tolist()  # (n, K)
