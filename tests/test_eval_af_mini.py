@@ -36,3 +36,24 @@ def test_chance_p_value_is_the_exact_tail_of_guessing():
     assert abs(ev.chance_p_value(7, [0.25] * 13) - binomial) < 1e-12
     # mixed option counts: the sum of independent Bernoulli variables, here 1/2 and 1/4 -> P(both) = 1/8
     assert abs(ev.chance_p_value(2, [0.5, 0.25]) - 0.125) < 1e-12 and abs(ev.chance_p_value(1, [0.5, 0.25]) - 0.625) < 1e-12
+
+
+def test_knn_decoding_is_the_lm_at_weight_zero_and_the_neighbours_vote_near_one(make_wav):
+    """--knn: the LM mixed with neighbours' captions that are not in the prompt (kNN-LM). λ = 0 leaves the greedy
+    answer as it was; λ near 1 writes the caption of the neighbour with the larger softmax(cosine / τ) share."""
+    import torch
+
+    from conftest import tiny_model
+
+    from audioflamingo.train.data import ClipStore, FeatureCache
+
+    torch.manual_seed(0)
+    model = tiny_model()
+    wav = str(make_wav("q.wav", seconds=1.0))
+    cache = FeatureCache(model, ClipStore(model.config.audio.sample_rate, model.config.audio), None)
+    cache.fill([wav])
+    rows = [{"audio": wav, "prompt": "Describe the sound."}] * 2
+    near = [[("a dog barking", 0.9), ("rain on a roof", 0.5)], [("a dog barking", 0.2), ("rain on a roof", 0.6)]]
+    plain = ev.greedy(model, cache.feats, rows, 12)
+    assert ev.greedy_knn(model, cache.feats, rows, near, 0.0, 0.02, 12) == plain
+    assert ev.greedy_knn(model, cache.feats, rows, near, 0.999, 0.02, 40) == ["a dog barking", "rain on a roof"]
