@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 
 from audioflamingo.train import train
 from audioflamingo.train.checkpoint import latest_checkpoint, load_checkpoint
-from train_fixtures import free_port, join_process_group, tiny_config, write_corpus
+from train_fixtures import free_port, join_process_group, leave_worker, tiny_config, write_corpus
 
 
 def _worker(rank, world, port, corpus, out, overrides, result_file):
@@ -49,6 +49,7 @@ def _fsdp_worker(rank, world, port, corpus, out, overrides, result_file):
         dist.destroy_process_group()
     if rank == 0:
         torch.save({"cut": cut["losses"], "losses": res["losses"]}, result_file)
+    leave_worker()  # FSDP2's gloo work can abort interpreter teardown (see leave_worker)
 
 
 def _assert_close_weights(wa, wb):
