@@ -96,13 +96,15 @@ def option_scores(model, feats, rows) -> list[list[float]]:
 
 
 @torch.no_grad()
-def greedy(model, feats, rows, max_new_tokens=128, num_beams=1, task_prefix=False) -> list[str]:
+def greedy(model, feats, rows, max_new_tokens=128, num_beams=1, task_prefix=False, copy=None) -> list[str]:
+    """Answers to the rows' prompts (no examples); `copy`: a CopyMixture to decode from instead of the LM alone."""
     tok = model.tokenizer
     seqs = [encode(tok, single_text(r["prompt"], None, r["task"] if task_prefix else None, 1, tok.bos_token, tok.eos_token))[0]
             for r in rows]
     ids, mask = pad_batch(seqs, tok.pad_token_id, side="left")  # (B, T)
     audio = model.encode_audio([[r["audio"]] for r in rows], [feats[r["audio"]] for r in rows])
-    out = generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams), {model.media.eoc, model.media.eos})
+    out = generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams),
+                   {model.media.eoc, model.media.eos}, copy=copy)
     return [tok.decode(o, skip_special_tokens=True).strip() for o in out]
 
 
@@ -130,18 +132,12 @@ def greedy_knn(model, feats, rows, neighbours, weight, temperature, max_new_toke
     row's nearest training clips: neighbours[i] = [(caption, cosine)], weighted softmax(cosine / temperature),
     mixture weight `weight` (kNN-LM, model/shot_copy.py's CopyMixture with the neighbours as the copy sources)."""
     tok = model.tokenizer
-    seqs = [encode(tok, single_text(r["prompt"], None, None, 1, tok.bos_token, tok.eos_token))[0] for r in rows]
-    ids, mask = pad_batch(seqs, tok.pad_token_id, side="left")  # (B, T)
-    audio = model.encode_audio([[r["audio"]] for r in rows], [feats[r["audio"]] for r in rows])
     answers, weights = [], []
     for r, near in zip(rows, neighbours):  # each caption tokenised as it stands in a training sample
         full = [encode(tok, single_text(r["prompt"], c, None, 1, tok.bos_token, tok.eos_token))[0].tolist() for c, _ in near]
         answers.append([answer_spans(f, model.media.sep, model.media.eoc)[-1] for f in full])
         weights.append((torch.tensor([s for _, s in near]) / temperature).softmax(-1))  # (K,)
-    copy = CopyMixture(answers, weights, weight)
-    out = generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams),
-                   {model.media.eoc, model.media.eos}, copy=copy)
-    return [tok.decode(o, skip_special_tokens=True).strip() for o in out]
+    return greedy(model, feats, rows, max_new_tokens, num_beams, copy=CopyMixture(answers, weights, weight))
 
 
 def embeddings(model, feats, keys) -> torch.Tensor:
