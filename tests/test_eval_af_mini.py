@@ -40,7 +40,8 @@ def test_chance_p_value_is_the_exact_tail_of_guessing():
 
 def test_knn_decoding_is_the_lm_at_weight_zero_and_the_neighbours_vote_near_one(make_wav):
     """--knn: the LM mixed with neighbours' captions that are not in the prompt (kNN-LM). λ = 0 leaves the greedy
-    answer as it was; λ near 1 writes the caption of the neighbour with the larger softmax(cosine / τ) share."""
+    answer as it was; λ near 1 writes the caption with the larger softmax(cosine / τ) share, neighbours with the
+    same caption pooling their shares."""
     import torch
 
     from conftest import tiny_model
@@ -57,3 +58,7 @@ def test_knn_decoding_is_the_lm_at_weight_zero_and_the_neighbours_vote_near_one(
     plain = ev.greedy(model, cache.feats, rows, 12)
     assert ev.greedy_knn(model, cache.feats, rows, near, 0.0, 0.02, 12) == plain
     assert ev.greedy_knn(model, cache.feats, rows, near, 0.999, 0.02, 40) == ["a dog barking", "rain on a roof"]
+    # a flat vote (τ large): two neighbours saying "rain on a roof" outweigh one nearer "a dog barking"
+    pooled = [[("a dog barking", 0.9), ("rain on a roof", 0.5), ("rain on a roof", 0.4)]] * 2
+    assert ev.greedy_knn(model, cache.feats, rows, pooled, 0.999, 100.0, 40) == ["rain on a roof"] * 2
+    assert ev.greedy_knn(model, cache.feats, rows, pooled, 0.999, 0.02, 40) == ["a dog barking"] * 2
