@@ -21,7 +21,7 @@ import torch
 
 from benchmarks.common import machine, resolve_device
 
-SECTIONS = ["generation", "encoder", "training", "retrieval", "pipeline", "memory", "serve_load"]
+SECTIONS = ["generation", "decoding", "encoder", "training", "retrieval", "pipeline", "memory", "serve_load"]
 WHEELS_HINT = "carry its wheels (docs/performance.md, benchmarks/gpu.sh)"
 # --quick keeps the whole suite within ~5 min on 2 cores: retrieval then measures 10 k items only (its own
 # `python -m benchmarks.retrieval --quick` adds 100 k, whose hnsw build alone takes minutes there)

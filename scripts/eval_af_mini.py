@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -24,22 +25,10 @@ from tqdm import tqdm
 
 from audioflamingo import load_model
 from audioflamingo.model.generate import GenerationConfig, generate
+from audioflamingo.model.mbr import draw_samples, mbr_choose, mbr_select, word_f1, words
 from audioflamingo.model.shot_copy import CopyMixture, answer_spans, shot_weights
 from audioflamingo.text import IGNORE, encode, icl_text, pad_batch, single_text
 from audioflamingo.train.data import ClipStore, FeatureCache, read_manifest
-
-
-def words(s: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", s.lower())
-
-
-def word_f1(pred: str, ref: str) -> float:
-    p, r = Counter(words(pred)), Counter(words(ref))
-    common = sum((p & r).values())
-    if not common:
-        return 0.0
-    prec, rec = common / sum(p.values()), common / sum(r.values())
-    return 2 * prec * rec / (prec + rec)
 
 
 def norm(s: str) -> str:
@@ -95,17 +84,31 @@ def option_scores(model, feats, rows) -> list[list[float]]:
     return out
 
 
-@torch.no_grad()
-def greedy(model, feats, rows, max_new_tokens=128, num_beams=1, task_prefix=False, copy=None) -> list[str]:
-    """Answers to the rows' prompts (no examples); `copy`: a CopyMixture to decode from instead of the LM alone."""
+def _prompts(model, feats, rows, task_prefix=False):
+    """The rows' plain prompts (no examples), left-padded, and their audio tokens from cached features."""
     tok = model.tokenizer
     seqs = [encode(tok, single_text(r["prompt"], None, r["task"] if task_prefix else None, 1, tok.bos_token, tok.eos_token))[0]
             for r in rows]
     ids, mask = pad_batch(seqs, tok.pad_token_id, side="left")  # (B, T)
-    audio = model.encode_audio([[r["audio"]] for r in rows], [feats[r["audio"]] for r in rows])
+    return ids, mask, model.encode_audio([[r["audio"]] for r in rows], [feats[r["audio"]] for r in rows])
+
+
+@torch.no_grad()
+def greedy(model, feats, rows, max_new_tokens=128, num_beams=1, task_prefix=False, copy=None) -> list[str]:
+    """Answers to the rows' prompts (no examples); `copy`: a CopyMixture to decode from instead of the LM alone."""
+    ids, mask, audio = _prompts(model, feats, rows, task_prefix)
     out = generate(model, ids, mask, audio, GenerationConfig(max_new_tokens=max_new_tokens, num_beams=num_beams),
                    {model.media.eoc, model.media.eos}, copy=copy)
-    return [tok.decode(o, skip_special_tokens=True).strip() for o in out]
+    return [model.tokenizer.decode(o, skip_special_tokens=True).strip() for o in out]
+
+
+@torch.no_grad()
+def sample_answers(model, feats, rows, n, temperature, max_new_tokens=128, seed=0) -> list[list[str]]:
+    """n samples of each row's answer (the library's MBR sampling, model/mbr.py: full vocabulary, `temperature`, seeded)."""
+    ids, mask, audio = _prompts(model, feats, rows)
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, mbr_samples=n, mbr_temperature=temperature, seed=seed)
+    got = draw_samples(model, ids, mask, audio, cfg, {model.media.eoc, model.media.eos})
+    return [[model.tokenizer.decode(o, skip_special_tokens=True).strip() for o in row] for row in got]
 
 
 @torch.no_grad()
@@ -167,6 +170,18 @@ def main() -> None:
     ap.add_argument("--knn-temperature", type=float, default=0.02, metavar="TAU", help="with --knn: softmax temperature over the neighbours' cosines")
     ap.add_argument("--rerank", type=int, default=0, metavar="K",
                     help="also caption by letting the model choose, by its own likelihood, among its answer and the captions of the K nearest training clips")
+    ap.add_argument("--mbr", type=int, default=0, metavar="N",
+                    help="also caption by minimum Bayes risk: among the greedy answer and N samples of the model, the one with the "
+                         "highest expected word F1 against the samples (and, with --mbr-knn-weight, the nearest training captions)")
+    ap.add_argument("--mbr-temperature", type=float, default=1.0, help="with --mbr: sampling temperature")
+    ap.add_argument("--mbr-knn", type=int, default=8, metavar="K", help="with --mbr-knn-weight: how many nearest training captions")
+    ap.add_argument("--mbr-knn-weight", type=float, nargs="+", default=[0.0], metavar="BETA",
+                    help="with --mbr: the evidence mass of the K nearest training clips' captions (softmax of cosine / "
+                         "--knn-temperature; also candidates), the samples share 1 - BETA; one mbr_N_bBETA score each")
+    ap.add_argument("--fuse", type=int, default=0, metavar="K",
+                    help="also caption by a product of experts over the greedy answer and the K nearest training clips' captions: "
+                         "the model's log-likelihood of each + ALPHA x log(the neighbours' vote for it), --fuse-weight")
+    ap.add_argument("--fuse-weight", type=float, nargs="+", default=[1.0], metavar="ALPHA", help="with --fuse: one fuse_K_aALPHA score each")
     ap.add_argument("--pool-val", type=int, default=0, metavar="N",
                     help="label sets with fewer than N scored items are also scored on val + test together (val audio is never trained on either), reported as '<set>+val'")
     ap.add_argument("--batch", type=int, default=32)
@@ -266,6 +281,17 @@ def main() -> None:
                     d["nn_copy"] = c
             res["nn_baseline"] = text_scores(copies, rows)
             res["gain_over_nn"] = paired_gain(preds, copies, rows)  # the model alone vs the copy, item by item
+            # a stronger copy: among the 8 nearest training captions, the one that agrees most (word F1) with all 8,
+            # each weighted softmax(cosine / --knn-temperature): MBR over the neighbours alone, no model
+            top = sims.topk(8, dim=1)
+            consensus = []
+            for js, vs in zip(top.indices.tolist(), top.values):
+                cands = [answer[keys[j]][0] for j in js]
+                consensus.append(cands[mbr_select(cands, list(zip(cands, (vs / args.knn_temperature).softmax(-1).tolist())))])
+            res["nn_consensus_8"] = {**text_scores(consensus, rows), "gain_over_nn": paired_gain(consensus, copies, rows)}
+            if args.dump:
+                for d, c in zip(res["all"], consensus):
+                    d["nn_consensus_8"] = c
             if args.rag:  # the model with its K nearest training clips as examples (one per file; nearest last)
                 near = sims.topk(args.rag, dim=1).indices.flip(1).tolist()  # (n, K) farthest first
                 shots = [[(keys[j], answer[keys[j]][1], answer[keys[j]][0]) for j in js] for js in near]
@@ -289,6 +315,46 @@ def main() -> None:
                         got += greedy_knn(model, feats, rows[i : i + args.batch], near[i : i + args.batch], weight,
                                           args.knn_temperature, args.max_new_tokens, args.num_beams)
                     name = f"knn_{args.knn}_w{weight}"
+                    res[name] = {**text_scores(got, rows), "gain_over_nn": paired_gain(got, copies, rows),
+                                 "gain_over_model": paired_gain(got, preds, rows)}
+                    if args.dump:
+                        for d, c in zip(res["all"], got):
+                            d[name] = c
+            if args.mbr:  # minimum Bayes risk over the model's samples (+ the neighbours' captions)
+                samples = []
+                for i in tqdm(range(0, len(rows), args.batch), desc=f"{task} mbr samples"):
+                    samples += sample_answers(model, feats, rows[i : i + args.batch], args.mbr, args.mbr_temperature, args.max_new_tokens, seed=i)
+                top = sims.topk(args.mbr_knn, dim=1)
+                for beta in args.mbr_knn_weight:  # the library's choice (model/mbr.py), as `ask --preset mbr [--mbr-rag]`
+                    got = []
+                    for p, ss, js, vs in zip(preds, samples, top.indices.tolist(), top.values.tolist()):
+                        near = [(answer[keys[j]][0], v) for j, v in zip(js, vs)]
+                        got.append(([p] + ss + [a for a, _ in near])[mbr_choose(p, ss, near, beta, args.knn_temperature)])
+                    name = f"mbr_{args.mbr}_b{beta}"
+                    res[name] = {**text_scores(got, rows), "gain_over_nn": paired_gain(got, copies, rows),
+                                 "gain_over_model": paired_gain(got, preds, rows),
+                                 "gain_over_nn_consensus_8": paired_gain(got, consensus, rows)}
+                    if args.dump:
+                        for d, c in zip(res["all"], got):
+                            d[name] = c
+            if args.fuse:  # product of experts: model likelihood x neighbours' vote (softmax of cosine / --knn-temperature)
+                top = sims.topk(args.fuse, dim=1)
+                cand_rows, votes = [], []
+                for r, p, js, vs in zip(rows, preds, top.indices.tolist(), top.values):
+                    vote = Counter()
+                    for j, w in zip(js, (vs / args.knn_temperature).softmax(-1).tolist()):
+                        vote[answer[keys[j]][0]] += w
+                    cand_rows.append({**r, "options": list(dict.fromkeys([p] + list(vote)))})
+                    votes.append(vote)
+                lik = []
+                for i in tqdm(range(0, len(cand_rows), 8), desc=f"{task} fuse"):
+                    lik += option_scores(model, feats, cand_rows[i : i + 8])
+                for alpha in args.fuse_weight:
+                    got = []
+                    for r, v, ls in zip(cand_rows, votes, lik):
+                        sc = [l + alpha * math.log(1e-3 + v.get(o, 0.0)) for o, l in zip(r["options"], ls)]
+                        got.append(r["options"][max(range(len(sc)), key=sc.__getitem__)])
+                    name = f"fuse_{args.fuse}_a{alpha}"
                     res[name] = {**text_scores(got, rows), "gain_over_nn": paired_gain(got, copies, rows),
                                  "gain_over_model": paired_gain(got, preds, rows)}
                     if args.dump:

@@ -49,8 +49,9 @@ cp -r "$RUN/chat/model/." "$dest/"
 cp "$RUN/clap/model/clap_text_head.safetensors" "$dest/"
 echo "af-mini written to $dest"
 
-# scores on the corpus test split (audio never seen in training), for the model card
+# scores on the corpus test split (audio never seen in training), for the model card; captions also with MBR decoding
+# (16 samples; alone and with the 8 nearest training captions at weight 0.3, chosen on val: model/mbr.py)
 $PY scripts/eval_af_mini.py --model "$dest" --corpus "$CORPUS" --cache "$RUN/encoder_cache.pt" --out "$RUN/scores.json" --threads 1 --max-per-task 300 --rag 4 --pool-val 30 \
-    --exclude-seen "$RUN/encoder_cache_after_clap.pt"
+    --mbr 16 --mbr-knn-weight 0 0.3 --exclude-seen "$RUN/encoder_cache_after_clap.pt"
 # few-shot learning of held-out labels (zero-shot vs random vs retrieved k-shot), for the model card
 $AF eval -c configs/eval/fewshot-heldout.yaml --model "$dest" --out "$RUN/eval-fewshot" --plot "seeds=[0]" "data_root=$CORPUS"

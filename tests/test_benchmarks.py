@@ -17,11 +17,13 @@ def test_quick_benchmark_suite_writes_its_headline_keys(tmp_path):
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["generation"]["cached_vs_recompute_speedup"] > 0
     assert 0 < res["training"]["fraction_of_peak"] < 1.5
+    assert [r["rule"] for r in res["decoding"]["rows"]] == ["greedy", "beam 3", "mbr 8", "mbr 16"]
+    assert res["decoding"]["mbr16_vs_greedy_one_clip"] > 0
     assert (tmp_path / "results.md").read_text().startswith("# Benchmark results")
 
 
 def test_benchmark_sections_import():
-    for name in ("common", "generation", "encoder", "training", "pipeline", "memory"):
+    for name in ("common", "generation", "decoding", "encoder", "training", "pipeline", "memory"):
         __import__(f"benchmarks.{name}")
 
 

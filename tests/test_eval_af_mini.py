@@ -62,3 +62,27 @@ def test_knn_decoding_is_the_lm_at_weight_zero_and_the_neighbours_vote_near_one(
     pooled = [[("a dog barking", 0.9), ("rain on a roof", 0.5), ("rain on a roof", 0.4)]] * 2
     assert ev.greedy_knn(model, cache.feats, rows, pooled, 0.999, 100.0, 40) == ["rain on a roof"] * 2
     assert ev.greedy_knn(model, cache.feats, rows, pooled, 0.999, 0.02, 40) == ["a dog barking"] * 2
+
+
+def test_scripted_mbr_is_the_library_mbr(make_wav):
+    """--mbr scores what `ask --preset mbr` answers: the script's samples (cached features) are the library's, and
+    choosing among greedy + samples by mbr_select gives model.ask(..., mbr_samples=n)'s answers."""
+    import torch
+
+    from conftest import tiny_model
+
+    from audioflamingo.model.mbr import mbr_select
+    from audioflamingo.train.data import ClipStore, FeatureCache
+
+    model = tiny_model(gates=1.5, seed=3)
+    wavs = [str(make_wav("a.wav", seconds=1.0, freq=300)), str(make_wav("b.wav", seconds=0.6, freq=1200, seed=1))]
+    cache = FeatureCache(model, ClipStore(model.config.audio.sample_rate, model.config.audio), None)
+    cache.fill(wavs)
+    rows = [{"audio": w, "prompt": p} for w, p in zip(wavs, ["Describe the sound.", "What is it?"])]
+    with torch.no_grad():
+        plain = ev.greedy(model, cache.feats, rows, 8)
+        samples = ev.sample_answers(model, cache.feats, rows, 5, 3.0, 8, seed=0)
+    assert len(samples) == 2 and all(len(s) == 5 for s in samples)
+    assert any(len(set(s)) > 1 for s in samples)  # hot samples differ: the choice below is not trivially the greedy one
+    picked = [([g] + s)[mbr_select([g] + s, [(x, 0.2) for x in s])] for g, s in zip(plain, samples)]
+    assert model.ask(wavs, [r["prompt"] for r in rows], max_new_tokens=8, mbr_samples=5, mbr_temperature=3.0) == picked

@@ -15,13 +15,21 @@ def add_commands(sub) -> None:
     p.add_argument("--model", "-m", default=None, help="checkpoint folder or preset (default: the bundled model)")
     p.add_argument("--task", default=None, help="optional task name put in the prompt ('The task is ...')")
     p.add_argument("--json", action="store_true", help="print a JSON object (answer, warnings, audio seconds used)")
-    p.add_argument("--preset", default="greedy", choices=["greedy", "beam", "sample"], help="decoding preset")
+    p.add_argument("--preset", default="greedy", choices=["greedy", "beam", "sample", "mbr"],
+                   help="decoding preset (mbr: greedy + 16 samples, the answer that agrees most with the samples)")
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--num-beams", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--mbr", type=int, default=None, dest="mbr_samples", metavar="N",
+                   help="minimum-Bayes-risk decoding over N samples (0 = off; the mbr preset uses 16)")
+    p.add_argument("--mbr-rag", default=None, metavar="INDEX",
+                   help="with --mbr/--preset mbr: the answers of the nearest items of this index (`index build`) join the "
+                        "MBR choice (not the prompt); --mbr-neighbours K (8), --mbr-neighbour-weight W (0.3)")
+    p.add_argument("--mbr-neighbours", type=int, default=None)
+    p.add_argument("--mbr-neighbour-weight", type=float, default=None)
     p.add_argument("--device", default=None, help="torch device (default: cpu)")
     from audioflamingo.retrieval.cli import add_rag_arguments
 
@@ -37,7 +45,8 @@ def add_commands(sub) -> None:
 
 
 def _generation_kwargs(args) -> dict:
-    names = ["max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "seed"]
+    names = ["max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "seed", "mbr_samples", "mbr_neighbours",
+             "mbr_neighbour_weight"]
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
@@ -53,7 +62,7 @@ def cmd_ask(args) -> int:
 
         icl = rag_kwargs(args)
         answer = model.answer(sources, args.prompt, task=args.task, examples=icl["examples"], rag=icl["rag"], shots=icl["shots"],
-                              shot_order=icl["order"], generation=args.preset, **_generation_kwargs(args))[0]
+                              shot_order=icl["order"], generation=args.preset, mbr_rag=args.mbr_rag, **_generation_kwargs(args))[0]
     notes = list(dict.fromkeys(answer.warnings + [str(w.message) for w in caught if "deprecated" not in str(w.message)]))
     if args.json:
         print(json.dumps({"answer": answer.text, "warnings": notes, "audio_seconds_used": answer.audio_seconds,

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from audioflamingo.model.generate import GenerationConfig, generate
+from audioflamingo.model.mbr import draw_samples, mbr_choose
 from audioflamingo.model.shot_copy import CopyMixture, answer_spans, mix_sequence, shot_weights
 from audioflamingo.text import IGNORE, encode, icl_text, pad_batch, single_text
 
@@ -103,11 +104,13 @@ class InferenceMixin:
 
     @torch.no_grad()
     def answer(self, audio, prompt, *, task=None, examples=None, rag=None, shots: int = 4, shot_order: str = "nearest_last",
-               generation=None, on_tokens=None, **gen) -> list[Answer]:
+               generation=None, on_tokens=None, mbr_rag=None, **gen) -> list[Answer]:
         """Batched generation with details. `examples`: shared [(audio, answer)] shown before every query
         (their audio encoded once for the batch), or one list of {"audio","prompt","answer"} per item.
         `rag`: a retrieval index (or its folder) built with this model: `shots` nearest training examples
-        (one per distinct file) are put before each query, after any user-given `examples`."""
+        (one per distinct file) are put before each query, after any user-given `examples`.
+        `mbr_rag`: with mbr_samples > 0, an index (or its folder) whose nearest items' answers join the MBR choice
+        (model/mbr.py; GenerationConfig.mbr_neighbours, mbr_neighbour_weight); not put in the prompt."""
         cfg = _gen_config(generation, gen)
         _, sources, prompts = self._normalise(audio, prompt)
         if rag is not None:
@@ -123,7 +126,16 @@ class InferenceMixin:
         if copy_w is not None:
             copy = CopyMixture.from_prompts([i.tolist() for i in ids], copy_w, self.config.shot_copy.weight, self.media.sep, self.media.eoc)
         dev = self.device
+        if cfg.mbr_samples > 0 and on_tokens is not None:
+            raise ValueError("MBR decoding (mbr_samples > 0) picks the answer after all samples are drawn: it cannot stream tokens")
         out = generate(self, input_ids.to(dev), mask.to(dev), audio_tokens, cfg, {self.media.eoc, self.media.eos}, on_tokens, copy=copy)
+        if cfg.mbr_samples > 0:
+            near = None
+            if mbr_rag is not None:
+                near = self._mbr_neighbours(mbr_rag, sources, prompts, audio_tokens, [len(sh) for sh in shots], cfg)
+            out = self._mbr(out, ids, input_ids, mask, audio_tokens, copy_w, cfg, near)
+        elif mbr_rag is not None:
+            raise ValueError("mbr_rag needs MBR decoding: pass mbr_samples > 0 (or generation='mbr')")
         answers = []
         for b, (toks, c, t, shot) in enumerate(zip(out, clips, texts, shots)):
             text = self.tokenizer.decode(toks, skip_special_tokens=True)
@@ -142,6 +154,69 @@ class InferenceMixin:
                     ex["copy_weight"] = w
             answers.append(Answer(text.strip(), warnings, used, used_examples, t, finish))
         return answers
+
+    def _mbr(self, first, ids, input_ids, mask, audio_tokens, copy_w, cfg, neighbours=None) -> list[list[int]]:
+        """Minimum Bayes risk (model/mbr.py): cfg.mbr_samples seeded samples per row, then per row the candidate,
+        `first[b]` (greedy/beam), a sample or (with `neighbours`: per row [(answer, cosine)]) a neighbour's answer,
+        with the highest expected word F1 against the samples and the neighbours' answers."""
+        factory = None
+        if copy_w is not None:  # the samples decode from the same mixture with the examples' answers, one state each
+            def factory(rows):
+                return CopyMixture.from_prompts([ids[i].tolist() for i in rows], [copy_w[i] for i in rows],
+                                                self.config.shot_copy.weight, self.media.sep, self.media.eoc)
+        dev = self.device
+        samples = draw_samples(self, input_ids.to(dev), mask.to(dev), audio_tokens, cfg, {self.media.eoc, self.media.eos}, factory)
+
+        def text(toks):
+            t = self.tokenizer.decode(toks, skip_special_tokens=True)
+            for s in cfg.stop:
+                t = t.split(s)[0]
+            return t.strip()
+
+        out = []
+        for b, (f, ss) in enumerate(zip(first, samples)):
+            near = neighbours[b] if neighbours is not None else []
+            k = mbr_choose(text(f), [text(x) for x in ss], near, cfg.mbr_neighbour_weight if near else 0.0,
+                           cfg.mbr_neighbour_temperature)
+            if k <= len(ss):
+                out.append(([f] + ss)[k])
+            else:  # a neighbour's answer, as tokens
+                out.append(self.tokenizer(near[k - 1 - len(ss)][0], add_special_tokens=False)["input_ids"])
+        return out
+
+    def _mbr_neighbours(self, rag, sources, prompts, audio_tokens, n_shots, cfg) -> list[list[tuple[str, float]]]:
+        """Per query [(answer, cosine)] of the cfg.mbr_neighbours nearest index items (one per file, never the query's
+        own) among those of the task whose prompts include the query's prompt; none (and a warning) for a prompt
+        that no index item was asked."""
+        import warnings
+
+        from audioflamingo.retrieval.index import AudioIndex
+        from audioflamingo.retrieval.neighbours import NeighbourConfig, select_neighbours
+
+        index = rag if isinstance(rag, AudioIndex) else AudioIndex.load(rag)
+        index.check_fingerprint(self.embedding_fingerprint())
+        task_of: dict = {}
+        for row in index.rows:
+            task_of.setdefault(row.get("prompt"), row.get("task"))
+        if audio_tokens.embedding is not None:  # each query's first audio (after its examples): (B, E)
+            vectors = torch.stack([audio_tokens.embedding[b, n] for b, n in enumerate(n_shots)]).detach().float().cpu().numpy()
+        else:
+            vectors = self.embed_audio([s[0] for s in sources]).float().cpu().numpy()
+        unknown = [p for p in prompts if p not in task_of]
+        if unknown:
+            warnings.warn(f"{index.where}: no item was asked {unknown[0]!r}"
+                          + (f" (and {len(unknown) - 1} more prompts)" if len(unknown) > 1 else "")
+                          + "; MBR uses the model's samples alone for it")
+        rows = [{"task": task_of[p]} if p in task_of else None for p in prompts]
+        keep = [i for i, r in enumerate(rows) if r is not None]
+        out: list[list[tuple[str, float]]] = [[] for _ in prompts]
+        if keep:
+            found = select_neighbours(index, vectors[keep], [sources[i][0] for i in keep],
+                                      NeighbourConfig(cfg.mbr_neighbours, order="nearest_first", same=("task",)),
+                                      query_rows=[rows[i] for i in keep])
+            for i, shots in zip(keep, found):
+                out[i] = [(s.answer, float(s.score)) for s in shots]
+        return out
 
     def ask(self, audio, prompt, **kwargs):
         """Answer `prompt` about `audio` -> str; lists of prompts and audios -> list[str] (one batch)."""
