@@ -151,3 +151,13 @@ def test_cli_ask_mbr_rag(indexed, capsys):
                "--mbr-rag", str(d / "index"), "--mbr-neighbours", "1", "--mbr-neighbour-weight", "1.0", "--json", "--max-new-tokens", "6"])
     assert rc == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["answer"] == "a low hum"  # c1, its one nearest
+
+
+def test_paths_that_decode_without_answer_refuse_mbr_rather_than_ignore_it():
+    """Chat, the server and af1_chat call the decoding loop directly: an MBR setting must not pass silently."""
+    from audioflamingo.chat import ChatSession
+
+    model = tiny_model()
+    session = ChatSession(model, [sine(0.5)], generation="mbr")
+    with pytest.raises(ValueError, match="mbr_samples"):
+        session.ask("What is it?")

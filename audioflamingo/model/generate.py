@@ -117,6 +117,9 @@ def generate(
     and the cache is updated in place. `copy`: decode the mixture of the LM with the in-context examples'
     answers (model/shot_copy.py) instead of the LM alone.
     """
+    if cfg.mbr_samples > 0:
+        raise ValueError("mbr_samples: minimum-Bayes-risk decoding is done by model.answer / model.ask (model/mbr.py), "
+                         "not by this loop or the paths built on it (chat, the server, af1_chat); pass mbr_samples=0 here")
     if copy is not None and not copy.active:
         copy = None
     if cfg.num_beams > 1:

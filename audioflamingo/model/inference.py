@@ -3,7 +3,7 @@ log-likelihood), built on the one template module and the decoding loop."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
@@ -128,7 +128,8 @@ class InferenceMixin:
         dev = self.device
         if cfg.mbr_samples > 0 and on_tokens is not None:
             raise ValueError("MBR decoding (mbr_samples > 0) picks the answer after all samples are drawn: it cannot stream tokens")
-        out = generate(self, input_ids.to(dev), mask.to(dev), audio_tokens, cfg, {self.media.eoc, self.media.eos}, on_tokens, copy=copy)
+        out = generate(self, input_ids.to(dev), mask.to(dev), audio_tokens, replace(cfg, mbr_samples=0), {self.media.eoc, self.media.eos},
+                       on_tokens, copy=copy)  # the greedy/beam answer; MBR's samples and choice follow
         if cfg.mbr_samples > 0:
             near = None
             if mbr_rag is not None:
