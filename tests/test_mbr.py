@@ -94,7 +94,7 @@ def test_mbr_choose_with_neighbours():
     near = [("thunder", 0.9), ("thunder", 0.85), ("rain falling", 0.5)]
     assert mbr_choose("a fire burning", samples, near, 0.0) == 0  # weight 0: neighbours ignored, no consensus: greedy
     k = mbr_choose("a fire burning", samples, near, 0.3)
-    assert ([ "a fire burning"] + samples + [a for a, _ in near])[k] == "thunder"  # the neighbours' vote + one sample
+    assert (["a fire burning"] + samples + [a for a, _ in near])[k] == "thunder"  # the neighbours' vote + one sample
     assert mbr_choose("a fire burning", samples, near, 1.0, temperature=100.0) == 4  # flat vote: the first "thunder"
     with pytest.raises(ValueError):
         mbr_choose("x", ["y"], near, 1.5)
