@@ -40,6 +40,15 @@ def text_scores(preds: list[str], rows: list[dict]) -> dict:
             "word_f1": sum(word_f1(p, r["answer"]) for p, r in zip(preds, rows)) / len(rows)}
 
 
+def record(res: dict, name: str, got: list[str], rows: list[dict], baselines: dict[str, list[str]], dump: bool) -> None:
+    """res[name] = the scores of answers `got`, with their paired gain over each baseline ('gain_over_<key>');
+    with `dump`, each answer also goes into its item of res['all']."""
+    res[name] = {**text_scores(got, rows), **{f"gain_over_{k}": paired_gain(got, b, rows) for k, b in baselines.items()}}
+    if dump:
+        for d, c in zip(res["all"], got):
+            d[name] = c
+
+
 def chance_p_value(correct: int, chances: list[float]) -> float:
     """P(at least `correct` right answers) for a guesser that gets item i right with probability chances[i]
     (exact: the Poisson-binomial distribution, by convolution). Small = clearly above chance; on a few items
@@ -287,10 +296,7 @@ def main() -> None:
             for js, vs in zip(top.indices.tolist(), top.values):
                 cands = [answer[keys[j]][0] for j in js]
                 consensus.append(cands[mbr_select(cands, list(zip(cands, (vs / args.knn_temperature).softmax(-1).tolist())))])
-            res["nn_consensus_8"] = {**text_scores(consensus, rows), "gain_over_nn": paired_gain(consensus, copies, rows)}
-            if args.dump:
-                for d, c in zip(res["all"], consensus):
-                    d["nn_consensus_8"] = c
+            record(res, "nn_consensus_8", consensus, rows, {"nn": copies}, args.dump)
             if args.rag:  # the model with its K nearest training clips as examples (one per file; nearest last)
                 near = sims.topk(args.rag, dim=1).indices.flip(1).tolist()  # (n, K) farthest first
                 shots = [[(keys[j], answer[keys[j]][1], answer[keys[j]][0]) for j in js] for js in near]
@@ -300,11 +306,7 @@ def main() -> None:
                     rag = []
                     for i in tqdm(range(0, len(rows), args.batch), desc=f"{task} rag"):
                         rag += greedy_rag(model, feats, rows[i : i + args.batch], shots[i : i + args.batch], args.max_new_tokens, num_beams=args.num_beams)
-                    name = f"rag_{args.rag}" + (f"_copy{weight}" if weight is not None else "")
-                    res[name] = {**text_scores(rag, rows), "gain_over_nn": paired_gain(rag, copies, rows)}
-                    if args.dump:
-                        for d, c in zip(res["all"], rag):
-                            d[name] = c
+                    record(res, f"rag_{args.rag}" + (f"_copy{weight}" if weight is not None else ""), rag, rows, {"nn": copies}, args.dump)
             if args.knn:  # the LM mixed with the K nearest training clips' captions (none in the prompt)
                 top = sims.topk(args.knn, dim=1)
                 near = [[(answer[keys[j]][0], v) for j, v in zip(js, vs)] for js, vs in zip(top.indices.tolist(), top.values.tolist())]
@@ -313,12 +315,7 @@ def main() -> None:
                     for i in tqdm(range(0, len(rows), args.batch), desc=f"{task} knn {weight}"):
                         got += greedy_knn(model, feats, rows[i : i + args.batch], near[i : i + args.batch], weight,
                                           args.knn_temperature, args.max_new_tokens, args.num_beams)
-                    name = f"knn_{args.knn}_w{weight}"
-                    res[name] = {**text_scores(got, rows), "gain_over_nn": paired_gain(got, copies, rows),
-                                 "gain_over_model": paired_gain(got, preds, rows)}
-                    if args.dump:
-                        for d, c in zip(res["all"], got):
-                            d[name] = c
+                    record(res, f"knn_{args.knn}_w{weight}", got, rows, {"nn": copies, "model": preds}, args.dump)
             if args.mbr:  # minimum Bayes risk over the model's samples (+ the neighbours' captions)
                 samples = []
                 for i in tqdm(range(0, len(rows), args.batch), desc=f"{task} mbr samples"):
@@ -329,13 +326,7 @@ def main() -> None:
                     for p, ss, js, vs in zip(preds, samples, top.indices.tolist(), top.values.tolist()):
                         near = [(answer[keys[j]][0], v) for j, v in zip(js, vs)]
                         got.append(([p] + ss + [a for a, _ in near])[mbr_choose(p, ss, near, beta, args.knn_temperature)])
-                    name = f"mbr_{args.mbr}_b{beta}"
-                    res[name] = {**text_scores(got, rows), "gain_over_nn": paired_gain(got, copies, rows),
-                                 "gain_over_model": paired_gain(got, preds, rows),
-                                 "gain_over_nn_consensus_8": paired_gain(got, consensus, rows)}
-                    if args.dump:
-                        for d, c in zip(res["all"], got):
-                            d[name] = c
+                    record(res, f"mbr_{args.mbr}_b{beta}", got, rows, {"nn": copies, "model": preds, "nn_consensus_8": consensus}, args.dump)
             if args.fuse:  # product of experts: model likelihood x neighbours' vote (softmax of cosine / --knn-temperature)
                 top = sims.topk(args.fuse, dim=1)
                 cand_rows, votes = [], []
@@ -353,12 +344,7 @@ def main() -> None:
                     for r, v, ls in zip(cand_rows, votes, lik):
                         sc = [l + alpha * math.log(1e-3 + v.get(o, 0.0)) for o, l in zip(r["options"], ls)]
                         got.append(r["options"][max(range(len(sc)), key=sc.__getitem__)])
-                    name = f"fuse_{args.fuse}_a{alpha}"
-                    res[name] = {**text_scores(got, rows), "gain_over_nn": paired_gain(got, copies, rows),
-                                 "gain_over_model": paired_gain(got, preds, rows)}
-                    if args.dump:
-                        for d, c in zip(res["all"], got):
-                            d[name] = c
+                    record(res, f"fuse_{args.fuse}_a{alpha}", got, rows, {"nn": copies, "model": preds}, args.dump)
             if args.rerank:  # the model picks among its own answer and the K nearest training clips' captions
                 near = sims.topk(args.rerank, dim=1).indices.tolist()  # (n, K)
                 picked, picked_mean = [], []
