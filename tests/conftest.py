@@ -60,6 +60,22 @@ def tiny_model(family="gpt2", gates=None, seed=0, **overrides):
     return model
 
 
+def tone_index(folder, make_wav, model, rows_of, freqs=(300, 310, 2900, 3000, 3100)):
+    """Five 0.6 s tones c0..c4.wav (two low, three high) in `folder`, their manifest rows (`rows_of(i, freq)` -> a
+    list of rows for c{i}.wav) in folder/train.jsonl, and a retrieval index of them built with `model` in folder/index."""
+    import json
+
+    from audioflamingo.retrieval.build import build_index
+
+    rows = []
+    for i, f in enumerate(freqs):
+        make_wav(f"c{i}.wav", seconds=0.6, freq=f, seed=i)
+        rows += rows_of(i, f)
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build_index(folder / "train.jsonl", folder / "index", model, progress=False)
+    return folder / "index"
+
+
 def sine(seconds=1.0, freq=440.0, rate=16000, seed=0):
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * rate)) / rate

@@ -7,7 +7,7 @@ import audioflamingo.model.inference as inference
 import audioflamingo.model.mbr as mbr
 from audioflamingo.model.generate import GenerationConfig
 from audioflamingo.model.mbr import mbr_select, word_f1
-from conftest import sine, tiny_model
+from conftest import sine, tiny_model, tone_index
 
 
 def test_word_f1():
@@ -102,21 +102,17 @@ def test_mbr_choose_with_neighbours():
 
 @pytest.fixture
 def indexed(tmp_path, make_wav):
-    """Five tones, each with a caption row and a classification row: high tones are 'a whistle'."""
-    import json
-
-    from audioflamingo.retrieval.build import build_index
-
+    """Five tones, each with a caption row and a classification row: high tones are 'a high whistle'."""
     model = tiny_model(gates=1.0)
-    rows = []
-    for i, f in enumerate([300, 310, 2900, 3000, 3100]):
-        make_wav(f"c{i}.wav", seconds=0.6, freq=f, seed=i)
-        cap = "a low hum" if f < 1000 else "a high whistle"
-        rows.append({"id": f"c{i}#cap", "audio": f"c{i}.wav", "answer": cap, "prompt": "Describe it.", "task": "caption", "split": "train"})
-        rows.append({"id": f"c{i}#cls", "audio": f"c{i}.wav", "answer": "low" if f < 1000 else "high", "prompt": "Pitch?",
-                     "task": "classification", "split": "train"})
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    build_index(tmp_path / "train.jsonl", tmp_path / "index", model, progress=False)
+
+    def rows_of(i, f):
+        low = f < 1000
+        return [{"id": f"c{i}#cap", "audio": f"c{i}.wav", "answer": "a low hum" if low else "a high whistle", "prompt": "Describe it.",
+                 "task": "caption", "split": "train"},
+                {"id": f"c{i}#cls", "audio": f"c{i}.wav", "answer": "low" if low else "high", "prompt": "Pitch?",
+                 "task": "classification", "split": "train"}]
+
+    tone_index(tmp_path, make_wav, model, rows_of)
     return model, tmp_path
 
 

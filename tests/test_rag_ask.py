@@ -6,20 +6,14 @@ import pytest
 
 from audioflamingo.cli import main
 from audioflamingo.model.loading import save_pretrained
-from audioflamingo.retrieval.build import build_index
-from conftest import tiny_model
+from conftest import tiny_model, tone_index
 
 
 @pytest.fixture
 def setup(tmp_path, make_wav):
     model = tiny_model(gates=1.0)
-    rows = []
-    for i, f in enumerate([300, 310, 2900, 3000, 3100]):
-        make_wav(f"c{i}.wav", seconds=0.6, freq=f, seed=i)
-        rows.append({"id": f"c{i}", "audio": f"c{i}.wav", "answer": "low" if f < 1000 else "high", "prompt": "Pitch?",
-                     "dataset": "tones", "task": "classification", "split": "train"})
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    build_index(tmp_path / "train.jsonl", tmp_path / "index", model, progress=False)
+    tone_index(tmp_path, make_wav, model, lambda i, f: [{"id": f"c{i}", "audio": f"c{i}.wav", "answer": "low" if f < 1000 else "high",
+                                                         "prompt": "Pitch?", "dataset": "tones", "task": "classification", "split": "train"}])
     return model, tmp_path
 
 
