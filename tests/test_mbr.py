@@ -121,11 +121,13 @@ def test_answer_with_mbr_rag_takes_the_neighbours_answers_of_the_same_task(index
     q = str(d / "c3.wav")  # its own rows are never used: the neighbours are c2, c4 (high) and the low ones
     near = model._mbr_neighbours(d / "index", [[q]], ["Describe it."], model.encode_audio([[model.load_clip(q)]]), [0],
                                  GenerationConfig(mbr_neighbours=3))[0]
-    assert [a for a, _ in near] == ["a high whistle", "a high whistle", "a low hum"]
-    assert near[0][1] >= near[1][1] >= near[2][1]
+    assert [a for a, _, _ in near] == ["a high whistle", "a high whistle", "a low hum"]
+    assert near[0][1] >= near[1][1] >= near[2][1] and {i for _, _, i in near[:2]} == {"c2#cap", "c4#cap"}
     # the neighbours' evidence only (weight 1): the nearest caption, never the classification rows' "high"
-    got = model.ask(q, "Describe it.", mbr_rag=d / "index", mbr_samples=2, mbr_neighbour_weight=1.0, max_new_tokens=6)
-    assert got == "a high whistle"
+    got = model.answer(q, "Describe it.", mbr_rag=d / "index", mbr_samples=2, mbr_neighbour_weight=1.0, max_new_tokens=6)[0]
+    assert got.text == "a high whistle"
+    assert [n["id"] for n in got.neighbours] == [i for _, _, i in near] + ["c0#cap"]  # all 4 other files (8 asked)
+    assert got.examples == []  # nothing was put in the prompt
     assert model.ask(q, "Pitch?", mbr_rag=d / "index", mbr_samples=2, mbr_neighbour_weight=1.0, max_new_tokens=6) == "high"
     # a prompt nobody in the index was asked: a warning, and the model's samples alone
     with pytest.warns(UserWarning, match="no item was asked"):
@@ -146,7 +148,8 @@ def test_cli_ask_mbr_rag(indexed, capsys):
     rc = main(["ask", str(d / "c0.wav"), "-p", "Describe it.", "--model", str(d / "ckpt"), "--preset", "mbr", "--mbr", "3",
                "--mbr-rag", str(d / "index"), "--mbr-neighbours", "1", "--mbr-neighbour-weight", "1.0", "--json", "--max-new-tokens", "6"])
     assert rc == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["answer"] == "a low hum"  # c1, its one nearest
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["answer"] == "a low hum" and [n["id"] for n in out["mbr_neighbours"]] == ["c1#cap"]  # c1, its one nearest
 
 
 def test_paths_that_decode_without_answer_refuse_mbr_rather_than_ignore_it():

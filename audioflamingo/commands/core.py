@@ -66,7 +66,8 @@ def cmd_ask(args) -> int:
     notes = list(dict.fromkeys(answer.warnings + [str(w.message) for w in caught if "deprecated" not in str(w.message)]))
     if args.json:
         print(json.dumps({"answer": answer.text, "warnings": notes, "audio_seconds_used": answer.audio_seconds,
-                          "examples": answer.examples, "finish_reason": answer.finish_reason, "model": args.model or "default"}))
+                          "examples": answer.examples, "finish_reason": answer.finish_reason, "model": args.model or "default",
+                          **({"mbr_neighbours": answer.neighbours} if answer.neighbours else {})}))
     else:
         for n in notes:
             print(f"warning: {n}", file=sys.stderr)
