@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from audioflamingo import load_model
 from audioflamingo.model.generate import GenerationConfig, generate
-from audioflamingo.model.mbr import draw_samples, mbr_choose, mbr_select, word_f1, words
+from audioflamingo.model.mbr import draw_samples, mbr_choose, word_f1, words
 from audioflamingo.model.shot_copy import CopyMixture, answer_spans, shot_weights
 from audioflamingo.text import IGNORE, encode, icl_text, pad_batch, single_text
 from audioflamingo.train.data import ClipStore, FeatureCache, read_manifest
@@ -293,9 +293,9 @@ def main() -> None:
             # each weighted softmax(cosine / --knn-temperature): MBR over the neighbours alone, no model
             top = sims.topk(8, dim=1)
             consensus = []
-            for js, vs in zip(top.indices.tolist(), top.values):
-                cands = [answer[keys[j]][0] for j in js]
-                consensus.append(cands[mbr_select(cands, list(zip(cands, (vs / args.knn_temperature).softmax(-1).tolist())))])
+            for js, vs in zip(top.indices.tolist(), top.values.tolist()):
+                near = [(answer[keys[j]][0], v) for j, v in zip(js, vs)]  # the nearest first: ties go to it
+                consensus.append(([near[0][0]] + [a for a, _ in near])[mbr_choose(near[0][0], [], near, 1.0, args.knn_temperature)])
             record(res, "nn_consensus_8", consensus, rows, {"nn": copies}, args.dump)
             if args.rag:  # the model with its K nearest training clips as examples (one per file; nearest last)
                 near = sims.topk(args.rag, dim=1).indices.flip(1).tolist()  # (n, K) farthest first

@@ -140,10 +140,7 @@ class InferenceMixin:
             raise ValueError("mbr_rag needs MBR decoding: pass mbr_samples > 0 (or generation='mbr')")
         answers = []
         for b, (toks, c, t, shot) in enumerate(zip(out, clips, texts, shots)):
-            text = self.tokenizer.decode(toks, skip_special_tokens=True)
-            full = text
-            for s in cfg.stop:
-                text = text.split(s)[0]
+            text, full = self._cut(self.tokenizer.decode(toks, skip_special_tokens=True), cfg)
             warnings = list(dict.fromkeys(w for clip in [sh[0] for sh in shot] + c for w in clip.warnings))
             finish = "length" if len(toks) >= cfg.max_new_tokens and text == full else "stop"
             if finish == "length":  # the stop tokens are not in `toks`: a full budget means no end was generated
@@ -158,6 +155,14 @@ class InferenceMixin:
             answers.append(Answer(text.strip(), warnings, used, used_examples, t, finish, neigh))
         return answers
 
+    @staticmethod
+    def _cut(text: str, cfg) -> tuple[str, str]:
+        """(the text cut before the first of cfg.stop's strings, the text whole)."""
+        full = text
+        for s in cfg.stop:
+            text = text.split(s)[0]
+        return text, full
+
     def _mbr(self, first, ids, input_ids, mask, audio_tokens, copy_w, cfg, neighbours=None) -> list[list[int]]:
         """Minimum Bayes risk (model/mbr.py): cfg.mbr_samples seeded samples per row, then per row the candidate,
         `first[b]` (greedy/beam), a sample or (with `neighbours`: per row [(answer, cosine, id)]) a neighbour's answer,
@@ -171,10 +176,7 @@ class InferenceMixin:
         samples = draw_samples(self, input_ids.to(dev), mask.to(dev), audio_tokens, cfg, {self.media.eoc, self.media.eos}, factory)
 
         def text(toks):
-            t = self.tokenizer.decode(toks, skip_special_tokens=True)
-            for s in cfg.stop:
-                t = t.split(s)[0]
-            return t.strip()
+            return self._cut(self.tokenizer.decode(toks, skip_special_tokens=True), cfg)[0].strip()
 
         out = []
         for b, (f, ss) in enumerate(zip(first, samples)):
